@@ -1,0 +1,18 @@
+"""m2f_plugin: Mask2Former for MMSegmentation 1.x as a plugin.
+
+Importing the package (or ``custom_imports=dict(imports=['m2f_plugin'])``)
+checks the OpenMMLab stack, makes mmengine's checkpoints load on torch >= 2.6,
+and registers every module in mmseg's registries.
+"""
+from .utils.version_check import check_openmmlab_stack
+
+check_openmmlab_stack()
+
+from .utils.checkpoint_compat import allow_mmengine_checkpoints  # noqa: E402
+
+allow_mmengine_checkpoints()
+
+from . import models  # noqa: E402,F401  (registers the modules)
+from .version import __version__  # noqa: E402
+
+__all__ = ['__version__']

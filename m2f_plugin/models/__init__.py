@@ -1,0 +1,10 @@
+"""Mask2Former's modules; importing registers them in mmseg's registries."""
+from .decoder import M2FMaskedTransformerDecoder
+from .heads import M2FHead
+from .losses import M2FClassLoss, M2FPointBCELoss, M2FPointDiceLoss
+from .matcher import M2FHungarianMatcher
+from .pixel_decoder import M2FPixelDecoder
+
+__all__ = ['M2FClassLoss', 'M2FHead', 'M2FHungarianMatcher',
+           'M2FMaskedTransformerDecoder', 'M2FPixelDecoder', 'M2FPointBCELoss',
+           'M2FPointDiceLoss']

@@ -1,0 +1,211 @@
+"""``M2FHead``: Mask2Former as an mmseg decode head.
+
+The only module that knows about ``SegDataSample``: it turns label maps into mask
+targets, runs pixel decoder -> transformer decoder, and hands the prediction
+sets to the set criterion (training) or folds the last one into per-class
+logits (inference).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import MODELS, TASK_UTILS
+from mmseg.utils import ConfigType, SampleList
+from torch import Tensor
+
+from ...converters import convert_mmseg_state_dict, is_mmseg_mask2former
+from ...structures import sem_seg_to_masks
+from ..losses import SetCriterion
+
+__all__ = ['M2FHead', 'semantic_logits']
+
+
+def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
+                    size: Tuple[int, int], align_corners: bool = False,
+                    chunk: int = 16) -> Tensor:
+    """Per-class logits ``sum_q softmax(cls)[q, k] * sigmoid(up(mask_q))``.
+
+    Equal to upsampling all masks at once, but only ``chunk`` upsampled masks
+    are alive at a time: peak extra memory is (B, chunk, H, W) instead of
+    (B, Q, H, W).
+
+    Args:
+        cls_logits: (B, Q, K + 1); the last class ("no object") is dropped.
+        mask_logits: (B, Q, h, w).
+        size: Output (H, W).
+        align_corners: For the bilinear upsampling.
+        chunk: Queries upsampled at once (<= 0: all).
+
+    Returns:
+        (B, K, H, W).
+    """
+    probs = cls_logits.softmax(-1)[..., :-1]
+    num_queries = mask_logits.shape[1]
+    chunk = num_queries if chunk <= 0 else chunk
+    out = None
+    for start in range(0, num_queries, chunk):
+        masks = F.interpolate(mask_logits[:, start:start + chunk], size=size,
+                              mode='bilinear',
+                              align_corners=align_corners).sigmoid_()
+        part = torch.einsum('bqk,bqhw->bkhw', probs[:, start:start + chunk],
+                            masks)
+        out = part if out is None else out.add_(part)
+    return out
+
+
+@MODELS.register_module()
+class M2FHead(BaseDecodeHead):
+    """Mask2Former decode head for semantic segmentation.
+
+    Args:
+        in_channels: Backbone channels, fine to coarse (stride 4 first).
+        strides: Backbone strides, e.g. [4, 8, 16, 32].
+        num_classes: Classes K.
+        feat_channels: Channels of the pixel decoder and the queries.
+        out_channels: Channels of the mask features (mmseg's ``out_channels``
+            means classes, so it is not used for that here).
+        num_queries: Queries Q.
+        pixel_decoder: Config of the pixel decoder (``M2FPixelDecoder``).
+        transformer_decoder: Config of ``M2FMaskedTransformerDecoder``.
+        loss_cls: Config of the class loss (``M2FClassLoss``).
+        loss_mask: Config of the point BCE loss.
+        loss_dice: Config of the point Dice loss.
+        matcher: Config of the matcher (TASK_UTILS).
+        num_points: Points per matched mask in the mask losses.
+        oversample_ratio: Candidate points per point.
+        importance_sample_ratio: Share of points chosen by uncertainty.
+        predict_chunk: Queries upsampled at once in ``predict``.
+        ignore_index: Unlabelled pixels' label.
+        align_corners: For every resize.
+        **kwargs: Passed to ``BaseDecodeHead``.
+    """
+
+    def __init__(self,
+                 in_channels: Sequence[int],
+                 strides: Sequence[int] = (4, 8, 16, 32),
+                 *,
+                 num_classes: int,
+                 feat_channels: int = 256,
+                 out_channels: int = 256,
+                 num_queries: int = 100,
+                 pixel_decoder: ConfigType = dict(type='M2FPixelDecoder'),
+                 transformer_decoder: ConfigType = dict(
+                     type='M2FMaskedTransformerDecoder'),
+                 loss_cls: ConfigType = dict(type='M2FClassLoss'),
+                 loss_mask: ConfigType = dict(type='M2FPointBCELoss'),
+                 loss_dice: ConfigType = dict(type='M2FPointDiceLoss'),
+                 matcher: ConfigType = dict(type='M2FHungarianMatcher'),
+                 num_points: int = 12544,
+                 oversample_ratio: float = 3.0,
+                 importance_sample_ratio: float = 0.75,
+                 predict_chunk: int = 16,
+                 ignore_index: int = 255,
+                 align_corners: bool = False,
+                 init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        in_channels = list(in_channels)
+        kwargs.setdefault('input_transform', 'multiple_select')
+        kwargs.setdefault('in_index', list(range(len(in_channels))))
+        super().__init__(
+            in_channels=in_channels, channels=feat_channels,
+            num_classes=num_classes, ignore_index=ignore_index,
+            align_corners=align_corners, init_cfg=init_cfg, **kwargs)
+        del self.conv_seg  # per-class logits come from queries, not a conv
+        self.num_queries = num_queries
+        self.predict_chunk = predict_chunk
+
+        pixel_decoder = copy.deepcopy(dict(pixel_decoder))
+        pixel_decoder.update(in_channels=in_channels, strides=list(strides),
+                             feat_channels=feat_channels,
+                             out_channels=out_channels)
+        self.pixel_decoder = MODELS.build(pixel_decoder)
+        transformer_decoder = copy.deepcopy(dict(transformer_decoder))
+        transformer_decoder.update(
+            num_classes=num_classes, in_channels=feat_channels,
+            mask_dims=out_channels, num_queries=num_queries,
+            num_levels=pixel_decoder.get('num_levels', 3))
+        transformer_decoder.setdefault('embed_dims', feat_channels)
+        self.transformer_decoder = MODELS.build(transformer_decoder)
+
+        loss_cls = dict(loss_cls)
+        loss_cls['num_classes'] = num_classes
+        self.criterion = SetCriterion(
+            num_classes=num_classes,
+            matcher=TASK_UTILS.build(matcher),
+            loss_cls=MODELS.build(loss_cls),
+            loss_mask=MODELS.build(loss_mask),
+            loss_dice=MODELS.build(loss_dice),
+            num_points=num_points,
+            oversample_ratio=oversample_ratio,
+            importance_sample_ratio=importance_sample_ratio)
+
+    def forward(self, inputs: Sequence[Tensor]
+                ) -> Tuple[List[Tensor], List[Tensor]]:
+        """Run both decoders.
+
+        Args:
+            inputs: Backbone maps, fine to coarse, each (B, C_i, H_i, W_i).
+
+        Returns:
+            cls_logits: S tensors (B, Q, K + 1).
+            mask_logits: S tensors (B, Q, H/4, W/4).
+        """
+        feats = self._transform_inputs(inputs)
+        mask_features, memories = self.pixel_decoder(feats)
+        return self.transformer_decoder(memories, mask_features)
+
+    def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,
+             train_cfg: ConfigType) -> Dict[str, Tensor]:
+        """Losses of all prediction sets (keys as mmdet's Mask2Former)."""
+        all_cls, all_masks = self.forward(inputs)
+        targets = sem_seg_to_masks(self._stack_batch_gt(batch_data_samples),
+                                   self.num_classes, self.ignore_index)
+        return self.criterion(all_cls, all_masks, targets)
+
+    def predict(self, inputs: Sequence[Tensor], batch_img_metas: List[dict],
+                test_cfg: ConfigType) -> Tensor:
+        """Per-class logits (B, K, H, W) at the size mmseg's heads return."""
+        all_cls, all_masks = self.forward(inputs)
+        return self.predict_by_feat((all_cls[-1], all_masks[-1]),
+                                    batch_img_metas)
+
+    def predict_by_feat(self, seg_logits: Tuple[Tensor, Tensor],
+                        batch_img_metas: List[dict]) -> Tensor:
+        """Fold (class, mask) predictions into per-class logits.
+
+        The size follows ``BaseDecodeHead``: the crop in slide inference, else
+        ``pad_shape``, else ``img_shape``.
+        """
+        cls_logits, mask_logits = seg_logits
+        meta = batch_img_metas[0]
+        if isinstance(meta['img_shape'], torch.Size):  # slide inference
+            size = tuple(meta['img_shape'])
+        elif 'pad_shape' in meta:
+            size = tuple(meta['pad_shape'][:2])
+        else:
+            size = tuple(meta['img_shape'][:2])
+        return semantic_logits(cls_logits, mask_logits, size,
+                               self.align_corners, self.predict_chunk)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        """Load mmseg/mmdet built-in Mask2Former checkpoints directly.
+
+        Keys in the built-in layout are renamed to ours on the fly (the same
+        rules as ``m2f_plugin.converters``), with one log line.
+        """
+        if is_mmseg_mask2former(state_dict, prefix):
+            head = {k: state_dict.pop(k) for k in list(state_dict)
+                    if k.startswith(prefix)}
+            converted, report = convert_mmseg_state_dict(head, prefix)
+            state_dict.update(converted)
+            print_log(f'M2FHead: converted a built-in Mask2Former checkpoint '
+                      f'on load: {report.summary()}', logger='current')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)

@@ -1,0 +1,45 @@
+"""Class and mask predictions from decoder queries."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import MLP
+
+__all__ = ['MaskClassPredictor']
+
+
+class MaskClassPredictor(nn.Module):
+    """LayerNorm the queries, then classify them and dot them with pixels.
+
+    Args:
+        embed_dims: Query channels C.
+        num_classes: Classes K (an extra "no object" logit is added).
+        mask_dims: Channels of the per-pixel mask features.
+    """
+
+    def __init__(self, embed_dims: int, num_classes: int,
+                 mask_dims: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(embed_dims)
+        self.cls_embed = nn.Linear(embed_dims, num_classes + 1)
+        self.mask_embed = MLP(embed_dims, embed_dims, mask_dims, 3)
+
+    def forward(self, query: Tensor, mask_features: Tensor
+                ) -> Tuple[Tensor, Tensor]:
+        """Predict.
+
+        Args:
+            query: (B, Q, C).
+            mask_features: (B, C_m, H, W).
+
+        Returns:
+            cls_logits: (B, Q, K + 1).
+            mask_logits: (B, Q, H, W).
+        """
+        query = self.norm(query)
+        mask_embed = self.mask_embed(query)
+        mask_logits = torch.einsum('bqc,bchw->bqhw', mask_embed, mask_features)
+        return self.cls_embed(query), mask_logits

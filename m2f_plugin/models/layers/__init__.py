@@ -1,0 +1,9 @@
+"""Building blocks shared by the pixel decoder and the transformer decoder."""
+from .ffn import FFN
+from .mlp import MLP
+from .msdeform_attn import MSDeformAttn, ms_deform_attn_core
+from .point_sample import point_sample
+from .position_encoding import SinePositionEncoding2d
+
+__all__ = ['FFN', 'MLP', 'MSDeformAttn', 'SinePositionEncoding2d', 'point_sample',
+           'ms_deform_attn_core']

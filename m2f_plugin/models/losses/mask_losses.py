@@ -1,0 +1,52 @@
+"""Point-sampled mask losses: sigmoid BCE and Dice, normalised by mask count."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from mmseg.registry import MODELS
+from torch import Tensor, nn
+
+__all__ = ['M2FPointBCELoss', 'M2FPointDiceLoss']
+
+
+@MODELS.register_module()
+class M2FPointBCELoss(nn.Module):
+    """Sigmoid BCE averaged over points, summed over masks / ``num_masks``.
+
+    Args:
+        loss_weight: Multiplier.
+    """
+
+    def __init__(self, loss_weight: float = 5.0) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, logits: Tensor, targets: Tensor,
+                num_masks: Tensor) -> Tensor:
+        """logits, targets: (M, P); num_masks: scalar tensor (>= 1)."""
+        loss = F.binary_cross_entropy_with_logits(
+            logits.float(), targets.float(), reduction='sum')
+        return self.loss_weight * loss / (num_masks * logits.shape[-1])
+
+
+@MODELS.register_module()
+class M2FPointDiceLoss(nn.Module):
+    """Dice ``1 - (2|p t| + eps) / (|p| + |t| + eps)`` summed / ``num_masks``.
+
+    Args:
+        eps: Smoothing, 1.0 as in Mask2Former.
+        loss_weight: Multiplier.
+    """
+
+    def __init__(self, eps: float = 1.0, loss_weight: float = 5.0) -> None:
+        super().__init__()
+        self.eps = eps
+        self.loss_weight = loss_weight
+
+    def forward(self, logits: Tensor, targets: Tensor,
+                num_masks: Tensor) -> Tensor:
+        """logits, targets: (M, P); num_masks: scalar tensor (>= 1)."""
+        p = logits.float().sigmoid()
+        t = targets.float()
+        dice = 1 - (2 * (p * t).sum(-1) + self.eps) / (
+            p.sum(-1) + t.sum(-1) + self.eps)
+        return self.loss_weight * dice.sum() / num_masks

@@ -1,0 +1,106 @@
+"""Hungarian matching of queries to targets on point-sampled costs."""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmseg.registry import TASK_UTILS
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from ...structures import MaskTargets
+from ..layers.point_sample import point_sample
+from .match_costs import class_cost, dice_cost, sigmoid_bce_cost
+
+__all__ = ['M2FHungarianMatcher', 'Match']
+
+# (batch index, query index, target index), each (M,) long on the device
+Match = Tuple[Tensor, Tensor, Tensor]
+
+
+@TASK_UTILS.register_module()
+class M2FHungarianMatcher:
+    """One-to-one assignment minimising weighted class, BCE and Dice costs.
+
+    Costs for every prediction set and image are computed on the device in
+    float32 (half precision overflows them), padded to the largest target
+    count, and moved to the host in one transfer for
+    ``scipy.optimize.linear_sum_assignment``.
+
+    Args:
+        cost_class: Weight of ``-softmax`` probability of the target class.
+        cost_mask: Weight of the sigmoid BCE cost.
+        cost_dice: Weight of the Dice cost.
+        num_points: Uniform points P shared by predictions and targets.
+    """
+
+    def __init__(self, cost_class: float = 2.0, cost_mask: float = 5.0,
+                 cost_dice: float = 5.0, num_points: int = 12544) -> None:
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def cost_matrix(self, cls_logits: Tensor, mask_logits: Tensor,
+                    targets: MaskTargets) -> Tensor:
+        """Total cost for one prediction set, (B, Q, G) float32.
+
+        Args:
+            cls_logits: (B, Q, K + 1).
+            mask_logits: (B, Q, H, W).
+            targets: Padded targets with G columns.
+        """
+        batch = mask_logits.shape[0]
+        with torch.autocast(mask_logits.device.type, enabled=False):
+            coords = torch.rand(batch, self.num_points, 2,
+                                device=mask_logits.device)
+            pred = point_sample(mask_logits.float(), coords)  # (B, Q, P)
+            gt = point_sample(targets.masks.float(), coords)  # (B, G, P)
+            cost = (self.cost_class * class_cost(cls_logits, targets.labels) +
+                    self.cost_mask * sigmoid_bce_cost(pred, gt) +
+                    self.cost_dice * dice_cost(pred, gt))
+        # never hand scipy a non-finite matrix ("cost matrix is infeasible")
+        return torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
+
+    @torch.no_grad()
+    def __call__(self, all_cls_logits: Sequence[Tensor],
+                 all_mask_logits: Sequence[Tensor],
+                 targets: MaskTargets) -> List[Match]:
+        """Match every prediction set.
+
+        Args:
+            all_cls_logits: S tensors (B, Q, K + 1).
+            all_mask_logits: S tensors (B, Q, H, W).
+            targets: Padded targets.
+
+        Returns:
+            S matches ``(batch_idx, query_idx, target_idx)``.
+        """
+        device = all_mask_logits[0].device
+        num_sets = len(all_cls_logits)
+        if targets.total == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return [(empty, empty, empty)] * num_sets
+        costs = torch.stack([
+            self.cost_matrix(c, m, targets)
+            for c, m in zip(all_cls_logits, all_mask_logits)
+        ])  # (S, B, Q, G)
+        costs = costs.cpu().numpy()  # the one host transfer per step
+        matches = []
+        for s in range(num_sets):
+            b_idx, q_idx, g_idx = [], [], []
+            for b, n in enumerate(targets.num_gts):
+                if n == 0:
+                    continue
+                rows, cols = linear_sum_assignment(costs[s, b, :, :n])
+                b_idx.append(np.full(len(rows), b))
+                q_idx.append(rows)
+                g_idx.append(cols)
+            idx = torch.from_numpy(
+                np.stack([np.concatenate(b_idx), np.concatenate(q_idx),
+                          np.concatenate(g_idx)]).astype(np.int64))
+            idx = idx.to(device, non_blocking=True)
+            matches.append((idx[0], idx[1], idx[2]))
+        return matches

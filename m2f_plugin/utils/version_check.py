@@ -1,0 +1,102 @@
+"""Import-time check of the OpenMMLab stack m2f_plugin runs on.
+
+Two families are supported under the same module names: the original OpenMMLab
+releases (``mmcv``, ``mmengine``, ``mmsegmentation``, ``mmdet``) and the maintained
+OneDL forks (``onedl-mmcv``, ``onedl-mmengine``, ...). Anything outside the ranges
+below raises one ``ImportError`` that names the package, the version found, the
+supported range and the command that fixes it.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as metadata
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+from packaging.version import Version
+
+__all__ = ['SUPPORTED', 'check_openmmlab_stack', 'installed_version']
+
+FIX_HINT = ('bash scripts/setup_env.sh  (from the m2f_plugin checkout), or '
+            '`pip install --no-build-isolation {pin}` in your environment')
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A supported version range for one module, for both package families."""
+
+    module: str
+    dists: Tuple[str, ...]  # distribution names that provide the module
+    minimum: str
+    maximum: str  # exclusive
+    pin: str  # what the reproducible path installs
+
+    def describe(self) -> str:
+        return f'>={self.minimum},<{self.maximum}'
+
+
+SUPPORTED: Dict[str, Requirement] = {
+    'mmengine': Requirement('mmengine', ('mmengine', 'onedl-mmengine'), '0.10.0',
+                            '0.11.0', 'mmengine==0.10.7'),
+    'mmcv': Requirement('mmcv', ('mmcv', 'onedl-mmcv', 'mmcv-lite'), '2.0.0',
+                        '2.4.0', 'mmcv==2.1.0'),
+    'mmseg': Requirement('mmseg', ('mmsegmentation', 'onedl-mmsegmentation'),
+                         '1.2.0', '1.5.0', 'mmsegmentation==1.2.2'),
+    'mmdet': Requirement('mmdet', ('mmdet', 'onedl-mmdetection', 'onedl-mmdet'),
+                         '3.2.0', '3.6.0', 'mmdet==3.3.0'),
+}
+
+
+def installed_version(req: Requirement) -> Tuple[Optional[str], Optional[str]]:
+    """Return ``(distribution, version)`` of the first installed provider."""
+    for dist in req.dists:
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None, None
+
+
+def _mmcv_has_ops() -> bool:
+    try:
+        importlib.import_module('mmcv._ext')
+    except Exception:  # noqa: BLE001 - any failure means no usable compiled ops
+        return False
+    return True
+
+
+def check_openmmlab_stack(
+        version_of: Callable[[Requirement], Tuple[Optional[str], Optional[str]]]
+        = installed_version,
+        mmcv_has_ops: Callable[[], bool] = _mmcv_has_ops) -> None:
+    """Raise ``ImportError`` if a required OpenMMLab package is unusable.
+
+    Args:
+        version_of: Looks up ``(distribution, version)`` for a requirement
+            (injectable for tests).
+        mmcv_has_ops: Tells whether mmcv's compiled ops import (injectable).
+    """
+    for req in SUPPORTED.values():
+        dist, found = version_of(req)
+        where = f'{dist} {found}' if dist else 'not installed'
+        fix = FIX_HINT.format(pin=req.pin)
+        if dist is None:
+            raise ImportError(
+                f'm2f_plugin needs {req.module} {req.describe()} '
+                f'(found: {where}). Fix: {fix}')
+        if dist == 'mmcv-lite':
+            raise ImportError(
+                f'm2f_plugin needs mmcv with compiled ops, but found mmcv-lite '
+                f'{found}, which has none. Fix: pip uninstall -y mmcv-lite && '
+                f'{fix}')
+        version = Version(found)
+        if not Version(req.minimum) <= version < Version(req.maximum):
+            raise ImportError(
+                f'm2f_plugin supports {req.module} {req.describe()}, but found '
+                f'{where}. Fix: {fix}')
+    if not mmcv_has_ops():
+        raise ImportError(
+            'm2f_plugin needs mmcv with compiled ops (mmcv._ext), but mmcv '
+            'imports without them (an mmcv-lite or a failed build). Fix: '
+            'pip uninstall -y mmcv && MAX_JOBS=2 pip install '
+            '--no-build-isolation mmcv==2.1.0')

@@ -1,0 +1,95 @@
+"""Same weights, same outputs as mmseg 1.2.2's built-in Mask2Former (R50)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmseg.registry import MODELS
+from mmseg.utils import register_all_modules
+
+from m2f_plugin.converters import convert_mmseg_state_dict
+from tests.conftest import CONFIGS, make_label_maps, mmseg_config_path, seg_data_samples
+
+BUILTIN = 'mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py'
+OURS = f'{CONFIGS}/mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py'
+
+
+def _build(cfg_path: str) -> torch.nn.Module:
+    cfg = Config.fromfile(cfg_path)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.norm_cfg = dict(type='BN', requires_grad=True)
+    model_cfg.backbone.init_cfg = None  # no download
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    return model
+
+
+@pytest.fixture(scope='module')
+def pair():
+    register_all_modules()
+    import mmdet.models  # noqa: F401  (the built-in head wraps mmdet's)
+    torch.manual_seed(0)
+    builtin = _build(mmseg_config_path(BUILTIN))
+    ours = _build(OURS)
+    converted, report = convert_mmseg_state_dict(builtin.state_dict())
+    assert not report.unmapped
+    missing, unexpected = ours.load_state_dict(converted, strict=True)
+    assert not missing and not unexpected
+    return builtin.eval(), ours.eval()
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
+
+
+@pytest.mark.parametrize('size', [(128, 128), (100, 140)])
+def test_seg_logits_match_builtin(pair, size):
+    builtin, ours = pair
+    h, w = size
+    torch.manual_seed(1)
+    imgs = torch.randn(2, 3, h, w)
+    metas = [dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w))] * 2
+    with torch.no_grad():
+        ref = builtin.encode_decode(imgs, metas)
+        out = ours.encode_decode(imgs, metas)
+    assert out.shape == ref.shape == (2, 150, h, w)
+    assert _rel_err(out, ref) < 1e-5
+
+
+def test_all_prediction_sets_match_builtin(pair):
+    builtin, ours = pair
+    imgs = torch.randn(2, 3, 96, 128)
+    samples = seg_data_samples(make_label_maps(2, 96, 128, 150))
+    with torch.no_grad():
+        feats_ref = builtin.extract_feat(imgs)
+        cls_ref, mask_ref = builtin.decode_head(feats_ref, samples)
+        cls_out, mask_out = ours.decode_head(ours.extract_feat(imgs))
+    assert len(cls_out) == len(cls_ref) == 10
+    for a, b in zip(cls_out, cls_ref):
+        assert _rel_err(a, b) < 1e-5
+    for a, b in zip(mask_out, mask_ref):
+        assert _rel_err(a, b) < 1e-5
+
+
+def test_losses_match_builtin(pair, fixed_rand):
+    builtin, ours = pair
+    builtin.train()
+    ours.train()
+    torch.manual_seed(2)
+    imgs = torch.randn(2, 3, 128, 128)
+    labels = make_label_maps(2, 128, 128, 150, seed=3)
+    try:
+        ref = builtin.loss(imgs, seg_data_samples(labels))
+        out = ours.loss(imgs, seg_data_samples(labels))
+    finally:
+        builtin.eval()
+        ours.eval()
+    assert set(out) == set(ref)
+    assert len([k for k in out if 'loss' in k]) == 30
+    for key in ref:
+        assert torch.isfinite(out[key]), key
+        rel = abs(out[key].item() - ref[key].item()) / max(
+            abs(ref[key].item()), 1e-8)
+        assert rel < 1e-4, (key, out[key].item(), ref[key].item())

@@ -1,0 +1,117 @@
+"""The head on its own: training on odd inputs, clear errors, prediction."""
+from __future__ import annotations
+
+import pytest
+import torch
+from mmseg.registry import MODELS
+
+from m2f_plugin.models.heads import semantic_logits
+from tests.conftest import make_label_maps, seg_data_samples
+
+
+def tiny_head(num_classes: int = 5, **overrides) -> torch.nn.Module:
+    """A small M2FHead (32 channels, 8 queries, 2+3 layers, 64 points)."""
+    cfg = dict(
+        type='M2FHead', in_channels=[8, 16, 24, 32], strides=[4, 8, 16, 32],
+        feat_channels=32, out_channels=32, num_classes=num_classes,
+        num_queries=8,
+        pixel_decoder=dict(type='M2FPixelDecoder', num_layers=2, num_heads=4,
+                           ffn_dims=64, num_groups=8),
+        transformer_decoder=dict(type='M2FMaskedTransformerDecoder',
+                                 num_layers=3, num_heads=4, ffn_dims=64),
+        matcher=dict(type='M2FHungarianMatcher', num_points=64),
+        num_points=64)
+    cfg.update(overrides)
+    return MODELS.build(cfg)
+
+
+def feats(batch: int = 2, h: int = 64, w: int = 64):
+    torch.manual_seed(0)
+    return [torch.randn(batch, c, h // s, w // s)
+            for c, s in zip([8, 16, 24, 32], [4, 8, 16, 32])]
+
+
+def test_forward_shapes_and_ten_sets_with_nine_layers():
+    head = tiny_head(transformer_decoder=dict(
+        type='M2FMaskedTransformerDecoder', num_layers=9, num_heads=4,
+        ffn_dims=64))
+    cls, masks = head(feats())
+    assert len(cls) == len(masks) == 10
+    assert cls[0].shape == (2, 8, 6)
+    assert masks[0].shape == (2, 8, 16, 16)
+
+
+def test_loss_backward_reaches_every_parameter():
+    head = tiny_head()
+    samples = seg_data_samples(make_label_maps(2, 64, 64, 5))
+    losses = head.loss(feats(), samples, None)
+    assert len(losses) == 3 * 4
+    total = sum(losses.values())
+    total.backward()
+    no_grad = [n for n, p in head.named_parameters() if p.grad is None]
+    assert not no_grad, no_grad
+
+
+def test_all_ignore_label_map_gives_finite_loss():
+    head = tiny_head()
+    labels = torch.full((2, 64, 64), 255)
+    losses = head.loss(feats(), seg_data_samples(labels), None)
+    for k, v in losses.items():
+        assert torch.isfinite(v), k
+    assert losses['loss_mask'] == 0 and losses['loss_dice'] == 0
+    sum(losses.values()).backward()
+
+
+def test_single_class_image():
+    head = tiny_head()
+    labels = torch.full((2, 64, 64), 3)
+    labels[1] = 255
+    labels[1, :10, :10] = 0
+    losses = head.loss(feats(), seg_data_samples(labels), None)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_class_weight_length_checked_at_build():
+    with pytest.raises(ValueError, match=r'class_weight has 5 entries but must '
+                       r'have num_classes \+ 1 = 6'):
+        tiny_head(loss_cls=dict(type='M2FClassLoss', class_weight=[1.0] * 5))
+
+
+def test_label_beyond_num_classes_is_a_clear_error():
+    head = tiny_head(num_classes=5)
+    labels = make_label_maps(2, 64, 64, 5)
+    labels[0, 30:, 30:] = 7
+    with pytest.raises(ValueError, match=r'values \[7\] outside \[0, '
+                       r'num_classes=5\).*num_classes'):
+        head.loss(feats(), seg_data_samples(labels), None)
+
+
+def test_predict_matches_direct_formula_and_sizes():
+    head = tiny_head().eval()
+    x = feats(2, 64, 96)
+    with torch.no_grad():
+        cls, masks = head(x)
+        metas = [dict(img_shape=(60, 90), pad_shape=(64, 96),
+                      ori_shape=(60, 90))] * 2
+        out = head.predict(x, metas, None)
+    assert out.shape == (2, 5, 64, 96)  # pad_shape, cropped later by mmseg
+    up = torch.nn.functional.interpolate(masks[-1], (64, 96),
+                                         mode='bilinear', align_corners=False)
+    ref = torch.einsum('bqk,bqhw->bkhw', cls[-1].softmax(-1)[..., :-1],
+                       up.sigmoid())
+    assert torch.allclose(out, ref, atol=1e-6)
+    # slide inference hands the crop size as a torch.Size
+    with torch.no_grad():
+        crop = head.predict(x, [dict(img_shape=torch.Size((64, 96)),
+                                     pad_shape=(128, 128))] * 2, None)
+    assert crop.shape == (2, 5, 64, 96)
+
+
+@pytest.mark.parametrize('chunk', [1, 3, 8, 0])
+def test_chunked_semantic_logits_equal_full(chunk):
+    torch.manual_seed(0)
+    cls = torch.randn(2, 8, 6)
+    masks = torch.randn(2, 8, 10, 13)
+    full = semantic_logits(cls, masks, (37, 51), chunk=0)
+    out = semantic_logits(cls, masks, (37, 51), chunk=chunk)
+    assert (out - full).abs().max() < 1e-5
