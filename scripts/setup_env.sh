@@ -39,5 +39,10 @@ pipi mmsegmentation==1.2.2 mmdet==3.3.0 -r requirements/tests.txt \
 pipi --no-deps openmim==0.3.9
 log "m2f_plugin (editable)"
 pipi --no-build-isolation --no-deps -e .
+# mim locates a package as <dist location>/<name>; a PEP 660 editable install
+# puts the dist-info in site-packages, so point site-packages/m2f_plugin at the
+# checkout (edits stay live) for `mim train/test m2f_plugin ...` to find .mim/.
+site=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+ln -sfn "$(pwd)/m2f_plugin" "$site/m2f_plugin"
 "$PY" -c "import m2f_plugin; print('[setup_env] m2f_plugin', m2f_plugin.__version__, 'ready')"
 echo "$want" > "$stamp"

@@ -78,3 +78,30 @@ def fixed_rand(monkeypatch):
 
     monkeypatch.setattr(torch, 'rand', rand)
     return rand
+
+
+DEMO_CONFIG = osp.join(
+    CONFIGS, 'demo', 'mask2former_r18-tiny_1xb8-300it_synthetic-128x128.py')
+
+
+def tiny_segmentor_cfg(num_classes: int = 6, num_points: int = 256):
+    """The demo model (ResNet-18, 128 ch, 20 queries) with fewer points."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(DEMO_CONFIG)
+    head = cfg.model.decode_head
+    head.num_classes = num_classes
+    head.num_points = num_points
+    head.matcher.num_points = num_points
+    return cfg
+
+
+def build_tiny_segmentor(num_classes: int = 6, num_points: int = 256,
+                         seed: int = 0):
+    """An ``EncoderDecoder`` with our head, random init, no downloads."""
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    torch.manual_seed(seed)
+    model = MODELS.build(tiny_segmentor_cfg(num_classes, num_points).model)
+    model.init_weights()
+    return model

@@ -1,5 +1,6 @@
 """Test a segmentor with m2f_plugin registered (``mim test m2f_plugin CFG``)."""
 import argparse
+import json
 import os
 import os.path as osp
 
@@ -57,7 +58,13 @@ def main():
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     runner = Runner.from_cfg(cfg)
-    runner.test()
+    metrics = runner.test()
+    # machine-readable metrics next to the logs (the demo reads them)
+    if runner.rank == 0:
+        out = osp.join(cfg.work_dir, 'test_metrics.json')
+        with open(out, 'w') as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+        print(f'metrics written to {out}')
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ logits (inference).
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -192,6 +193,26 @@ class M2FHead(BaseDecodeHead):
         return semantic_logits(cls_logits, mask_logits, size,
                                self.align_corners, self.predict_chunk)
 
+    def _drop_mismatched_class_head(self, state_dict: dict,
+                                    prefix: str) -> None:
+        """Fine-tuning across class counts: keep our freshly initialised class
+        head when the checkpoint's has another number of classes."""
+        ours = self.transformer_decoder.predictor.cls_embed
+        for old_key in ('transformer_decoder.predictor.cls_embed.weight',
+                        'cls_embed.weight'):  # ours, mmseg built-in
+            key = prefix + old_key
+            if key in state_dict and state_dict[key].shape != ours.weight.shape:
+                found = state_dict[key].shape[0] - 1
+                # load our own initial values: nothing missing, strict passes
+                state_dict[key] = ours.weight.detach().clone()
+                state_dict[key[:-len('weight')] + 'bias'] = \
+                    ours.bias.detach().clone()
+                print_log(
+                    f'M2FHead: checkpoint class head has {found} classes, the '
+                    f'config {self.num_classes}: class head re-initialised, '
+                    f'everything else loaded', logger='current',
+                    level=logging.WARNING)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
         """Load mmseg/mmdet built-in Mask2Former checkpoints directly.
@@ -199,6 +220,7 @@ class M2FHead(BaseDecodeHead):
         Keys in the built-in layout are renamed to ours on the fly (the same
         rules as ``m2f_plugin.converters``), with one log line.
         """
+        self._drop_mismatched_class_head(state_dict, prefix)
         if is_mmseg_mask2former(state_dict, prefix):
             head = {k: state_dict.pop(k) for k in list(state_dict)
                     if k.startswith(prefix)}

@@ -96,7 +96,9 @@ class SetCriterion(nn.Module):
         if targets.total == 0:  # nothing matched: zero, but keep the graph
             zero = mask_logits.sum() * 0.0
             return [loss_cls, zero, zero]
-        src = mask_logits[b_idx, q_idx][:, None]  # (M, 1, H, W)
+        # float32 before sampling: half-precision grid coordinates would
+        # misplace points and the losses must be float32 anyway
+        src = mask_logits[b_idx, q_idx][:, None].float()  # (M, 1, H, W)
         with torch.no_grad():
             coords = uncertain_point_coords(src, self.num_points,
                                             self.oversample_ratio,
