@@ -12,7 +12,7 @@ from .utils.checkpoint_compat import allow_mmengine_checkpoints  # noqa: E402
 
 allow_mmengine_checkpoints()
 
-from . import datasets, models  # noqa: E402,F401  (registers the modules)
+from . import datasets, engine, models  # noqa: E402,F401  (registers)
 from .version import __version__  # noqa: E402
 
 __all__ = ['__version__']

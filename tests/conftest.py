@@ -58,6 +58,13 @@ def seg_data_samples(label_maps: torch.Tensor,
     return samples
 
 
+@pytest.fixture(autouse=True, scope='session')
+def mmseg_default_scope():
+    """Builders resolve bare type names (``PackSegInputs``) in mmseg."""
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+
+
 @pytest.fixture
 def fixed_rand(monkeypatch):
     """Make ``torch.rand(N, P, 2)`` depend on (P, 2) only, equal for every N.

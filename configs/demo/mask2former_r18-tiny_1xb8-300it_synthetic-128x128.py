@@ -98,3 +98,5 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook', draw=True, interval=10))
 randomness = dict(seed=0)
+# exact resume: carry the random state (point sampling, augmentation) in checkpoints
+custom_hooks = [dict(type='M2FRandomStateHook')]

@@ -91,7 +91,7 @@ class SetCriterion(nn.Module):
         cls_target = torch.full(cls_logits.shape[:2], self.num_classes,
                                 dtype=torch.long, device=cls_logits.device)
         cls_target[b_idx, q_idx] = targets.labels[b_idx, g_idx]
-        loss_cls = self.loss_cls(cls_logits, cls_target)
+        loss_cls = self.loss_cls(cls_logits.float(), cls_target)
 
         if targets.total == 0:  # nothing matched: zero, but keep the graph
             zero = mask_logits.sum() * 0.0
