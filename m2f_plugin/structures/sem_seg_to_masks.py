@@ -13,19 +13,28 @@ __all__ = ['MaskTargets', 'sem_seg_to_masks']
 class MaskTargets:
     """Padded per-image targets.
 
+    The binary masks are never stored: a target's mask is ``sem_seg ==
+    label``, and the losses sample it at points straight from ``sem_seg``
+    (``sample_class_indicator``), so no (B, G, H, W) tensor is materialised.
+
     Attributes:
+        sem_seg: (B, H, W) long label maps (``ignore_index`` kept).
         labels: (B, G) long, class of each target; padding holds -1.
-        masks: (B, G, H, W) bool, one mask per class present; padding empty.
         num_gts: (B,) host list of int, targets per image.
     """
 
+    sem_seg: Tensor
     labels: Tensor
-    masks: Tensor
     num_gts: list
 
     @property
     def total(self) -> int:
         return sum(self.num_gts)
+
+    @property
+    def masks(self) -> Tensor:
+        """(B, G, H, W) bool masks, built on demand (padding rows empty)."""
+        return self.sem_seg[:, None] == self.labels[:, :, None, None]
 
 
 def sem_seg_to_masks(sem_seg: Tensor, num_classes: int,
@@ -76,5 +85,4 @@ def sem_seg_to_masks(sem_seg: Tensor, num_classes: int,
         cls = present[b].nonzero().flatten()
         labels[b, :len(cls)] = cls
     labels = labels.to(sem_seg.device, non_blocking=True)
-    masks = sem_seg[:, None] == labels[:, :, None, None]  # (B, G, H, W)
-    return MaskTargets(labels=labels, masks=masks, num_gts=num_gts)
+    return MaskTargets(sem_seg=sem_seg, labels=labels, num_gts=num_gts)

@@ -2,8 +2,8 @@
 from .ffn import FFN
 from .mlp import MLP
 from .msdeform_attn import MSDeformAttn, ms_deform_attn_core
-from .point_sample import point_sample
+from .point_sample import point_sample, sample_class_indicator
 from .position_encoding import SinePositionEncoding2d
 
-__all__ = ['FFN', 'MLP', 'MSDeformAttn', 'SinePositionEncoding2d', 'point_sample',
+__all__ = ['FFN', 'MLP', 'MSDeformAttn', 'SinePositionEncoding2d', 'point_sample', 'sample_class_indicator',
            'ms_deform_attn_core']

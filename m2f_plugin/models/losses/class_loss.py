@@ -44,7 +44,18 @@ class M2FClassLoss(nn.Module):
                              persistent=False)
 
     def forward(self, cls_logits: Tensor, targets: Tensor) -> Tensor:
-        """cls_logits: (B, Q, K + 1); targets: (B, Q) in [0, K]."""
-        return self.loss_weight * F.cross_entropy(
-            cls_logits.float().flatten(0, 1), targets.flatten(),
-            weight=self.class_weight)
+        """Weighted mean over (B, Q), for each leading index.
+
+        Args:
+            cls_logits: ([S,] B, Q, K + 1).
+            targets: ([S,] B, Q) in [0, K].
+
+        Returns:
+            ``()`` or ``(S,)``: one loss per prediction set.
+        """
+        ce = F.cross_entropy(cls_logits.float().flatten(0, -2),
+                             targets.flatten(), weight=self.class_weight,
+                             reduction='none').view(targets.shape)
+        weight = self.class_weight[targets]
+        return self.loss_weight * ce.flatten(-2).sum(-1) / weight.flatten(
+            -2).sum(-1)

@@ -22,10 +22,14 @@ class M2FPointBCELoss(nn.Module):
 
     def forward(self, logits: Tensor, targets: Tensor,
                 num_masks: Tensor) -> Tensor:
-        """logits, targets: (M, P); num_masks: scalar tensor (>= 1)."""
+        """Per leading index: logits, targets ([S,] M, P) -> () or (S,).
+
+        ``num_masks`` is a scalar tensor (>= 1).
+        """
         loss = F.binary_cross_entropy_with_logits(
-            logits.float(), targets.float(), reduction='sum')
-        return self.loss_weight * loss / (num_masks * logits.shape[-1])
+            logits.float(), targets.float(), reduction='none')
+        return self.loss_weight * loss.sum((-1, -2)) / (
+            num_masks * logits.shape[-1])
 
 
 @MODELS.register_module()
@@ -44,9 +48,12 @@ class M2FPointDiceLoss(nn.Module):
 
     def forward(self, logits: Tensor, targets: Tensor,
                 num_masks: Tensor) -> Tensor:
-        """logits, targets: (M, P); num_masks: scalar tensor (>= 1)."""
+        """Per leading index: logits, targets ([S,] M, P) -> () or (S,).
+
+        ``num_masks`` is a scalar tensor (>= 1).
+        """
         p = logits.float().sigmoid()
         t = targets.float()
         dice = 1 - (2 * (p * t).sum(-1) + self.eps) / (
             p.sum(-1) + t.sum(-1) + self.eps)
-        return self.loss_weight * dice.sum() / num_masks
+        return self.loss_weight * dice.sum(-1) / num_masks

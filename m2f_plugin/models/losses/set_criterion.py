@@ -1,17 +1,18 @@
 """Mask2Former's set criterion: match, then class + point-sampled mask losses."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from ...structures import MaskTargets
+from ..layers.point_sample import point_sample, sample_class_indicator
 from ..matcher import M2FHungarianMatcher, Match
 from .class_loss import M2FClassLoss
 from .mask_losses import M2FPointBCELoss, M2FPointDiceLoss
-from .point_sampling import point_sample, uncertain_point_coords
+from .point_sampling import uncertain_point_coords
 
 __all__ = ['SetCriterion', 'loss_names']
 
@@ -73,39 +74,56 @@ class SetCriterion(nn.Module):
             targets: Padded per-image targets.
         """
         matches = self.matcher(all_cls_logits, all_mask_logits, targets)
+        num_sets = len(all_cls_logits)
         device = all_mask_logits[0].device
         # normaliser: targets averaged over ranks, kept on the device (no sync)
         num_masks = _mean_over_ranks(
             torch.tensor(float(targets.total), device=device)).clamp(min=1)
-        values = []
-        for cls_logits, mask_logits, match in zip(all_cls_logits,
-                                                  all_mask_logits, matches):
-            values += self.single_set(cls_logits, mask_logits, match, targets,
-                                      num_masks)
-        return dict(zip(loss_names(len(all_cls_logits)), values))
+        # all sets at once: a handful of kernels instead of a handful per set
+        s_idx = torch.cat([torch.full_like(b, s)
+                           for s, (b, _, _) in enumerate(matches)])
+        b_idx, q_idx, g_idx = (torch.cat(t) for t in zip(*matches))
 
-    def single_set(self, cls_logits: Tensor, mask_logits: Tensor, match: Match,
-                   targets: MaskTargets, num_masks: Tensor) -> List[Tensor]:
-        """(loss_cls, loss_mask, loss_dice) for one prediction set."""
-        b_idx, q_idx, g_idx = match
-        cls_target = torch.full(cls_logits.shape[:2], self.num_classes,
-                                dtype=torch.long, device=cls_logits.device)
-        cls_target[b_idx, q_idx] = targets.labels[b_idx, g_idx]
-        loss_cls = self.loss_cls(cls_logits.float(), cls_target)
+        cls_logits = torch.stack([c.float() for c in all_cls_logits])
+        cls_target = torch.full(cls_logits.shape[:3], self.num_classes,
+                                dtype=torch.long, device=device)
+        cls_target[s_idx, b_idx, q_idx] = targets.labels[b_idx, g_idx]
+        loss_cls = self.loss_cls(cls_logits, cls_target)  # (S,)
 
         if targets.total == 0:  # nothing matched: zero, but keep the graph
-            zero = mask_logits.sum() * 0.0
-            return [loss_cls, zero, zero]
+            zero = sum(m.sum() for m in all_mask_logits) * 0.0
+            loss_mask = loss_dice = zero.expand(num_sets)
+        else:
+            loss_mask, loss_dice = self._mask_losses(
+                all_mask_logits, matches, targets, b_idx, g_idx, num_masks)
+        values = []
+        for s in range(num_sets):
+            values += [loss_cls[s], loss_mask[s], loss_dice[s]]
+        return dict(zip(loss_names(num_sets), values))
+
+    def _mask_losses(self, all_mask_logits: Sequence[Tensor],
+                     matches: List[Match], targets: MaskTargets,
+                     b_idx: Tensor, g_idx: Tensor,
+                     num_masks: Tensor) -> Tuple[Tensor, Tensor]:
+        """Point-sampled BCE and Dice of every set's matched masks, (S,) each.
+
+        Every set matches every target once, so the matched masks stack to
+        (S * M, 1, H, W).
+        """
+        num_sets = len(all_mask_logits)
         # float32 before sampling: half-precision grid coordinates would
         # misplace points and the losses must be float32 anyway
-        src = mask_logits[b_idx, q_idx][:, None].float()  # (M, 1, H, W)
+        src = torch.cat([m[b, q] for m, (b, q, _) in
+                         zip(all_mask_logits, matches)]).float()[:, None]
         with torch.no_grad():
             coords = uncertain_point_coords(src, self.num_points,
                                             self.oversample_ratio,
                                             self.importance_sample_ratio)
-            tgt = targets.masks[b_idx, g_idx][:, None].to(src.dtype)
-            tgt_points = point_sample(tgt, coords)[:, 0]  # (M, P)
-        src_points = point_sample(src, coords)[:, 0]  # (M, P)
-        return [loss_cls,
-                self.loss_mask(src_points, tgt_points, num_masks),
-                self.loss_dice(src_points, tgt_points, num_masks)]
+            tgt_points = sample_class_indicator(
+                targets.sem_seg, b_idx, targets.labels[b_idx, g_idx], coords)
+        src_points = point_sample(src, coords)[:, 0]  # (S*M, P)
+        shape = (num_sets, -1, src_points.shape[-1])  # (S, M, P)
+        return (self.loss_mask(src_points.view(shape), tgt_points.view(shape),
+                               num_masks),
+                self.loss_dice(src_points.view(shape), tgt_points.view(shape),
+                               num_masks))

@@ -10,7 +10,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ...structures import MaskTargets
-from ..layers.point_sample import point_sample
+from ..layers.point_sample import point_sample, sample_class_indicator
 from .match_costs import class_cost, dice_cost, sigmoid_bce_cost
 
 __all__ = ['M2FHungarianMatcher', 'Match']
@@ -57,7 +57,12 @@ class M2FHungarianMatcher:
             coords = torch.rand(batch, self.num_points, 2,
                                 device=mask_logits.device)
             pred = point_sample(mask_logits.float(), coords)  # (B, Q, P)
-            gt = point_sample(targets.masks.float(), coords)  # (B, G, P)
+            g = targets.labels.shape[1]
+            img_idx = torch.arange(batch, device=coords.device)
+            gt = sample_class_indicator(
+                targets.sem_seg, img_idx.repeat_interleave(g),
+                targets.labels.flatten(),
+                coords.repeat_interleave(g, dim=0)).view(batch, g, -1)
             cost = (self.cost_class * class_cost(cls_logits, targets.labels) +
                     self.cost_mask * sigmoid_bce_cost(pred, gt) +
                     self.cost_dice * dice_cost(pred, gt))
