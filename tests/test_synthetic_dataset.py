@@ -7,8 +7,11 @@ import os.path as osp
 import numpy as np
 from mmseg.registry import DATASETS
 
-from m2f_plugin.datasets import (CLASSES, M2FSyntheticShapesDataset,
-                                 generate_synthetic_shapes)
+from m2f_plugin.datasets import (
+    CLASSES,
+    M2FSyntheticShapesDataset,
+    generate_synthetic_shapes,
+)
 
 
 def _digest(root: str) -> str:
