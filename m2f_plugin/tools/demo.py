@@ -82,6 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         metrics = json.load(f)
 
     from mmseg.apis import MMSegInferencer
+
     import m2f_plugin  # noqa: F401
     image = osp.join(args.data_root, 'img_dir', 'val', '0000.png')
     out_dir = osp.join(work_dir, 'inference')
