@@ -68,7 +68,7 @@ if __name__ == '__main__':
         license='Apache-2.0',
         python_requires='>=3.9',
         packages=find_packages(exclude=('tests', 'tests.*', 'configs',
-                                        'tools', 'projects_ops')),
+                                        'tools')),  # projects_ops ships too
         include_package_data=True,
         package_data={'m2f_plugin': ['.mim/configs/**/*.py',
                                      '.mim/tools/*.py']},

@@ -6,17 +6,20 @@
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, mmcv, mmseg, mmdet, scipy; print(torch.__version__, mmcv.__version__, mmseg.__version__, mmdet.__version__, scipy.__version__)" | tee -a "$OUT/gpu.txt"
-PARTS=${PARTS:-"triton bench"}
-for part in $PARTS; do
+python3 -c "import torch, mmcv, mmseg, mmdet, scipy, triton; print(torch.__version__, mmcv.__version__, mmseg.__version__, mmdet.__version__, scipy.__version__, triton.__version__)" | tee -a "$OUT/gpu.txt"
+for part in ${PARTS:-triton pytest bench}; do
   case $part in
     triton)
-      if [ -f projects_ops/msda_triton/bench.py ]; then
-        timeout 240 python3 projects_ops/msda_triton/bench.py --check --out "$OUT/triton_bench.json" 2>&1 | tail -40 | tee "$OUT/triton.log"
-      fi ;;
+      timeout 150 python3 projects_ops/msda_triton/bench.py --check --out "$OUT/triton_bench.json" > "$OUT/triton.log" 2>&1
+      tail -25 "$OUT/triton.log" ;;
+    pytest)
+      timeout 120 python3 -m pytest -q -p no:cacheprovider tests/projects_ops tests/models/test_equivalence_mmseg.py > "$OUT/pytest_gpu.log" 2>&1
+      tail -3 "$OUT/pytest_gpu.log" ;;
     bench)
-      timeout 420 python3 -m m2f_plugin.tools.benchmark --out "$OUT/bench.json" \
-        --msda-impls ${MSDA_IMPLS:-mmcv pytorch} 2>&1 | grep -E "^(train|infer|msda|wrote)|Error|error" | tee "$OUT/bench.log" ;;
+      timeout 330 python3 -m m2f_plugin.tools.benchmark --out "$OUT/bench.json" --ours-triton \
+        --msda-impls mmcv pytorch triton > "$OUT/bench.log" 2>&1
+      grep -E "^(train|infer|msda|wrote)" "$OUT/bench.log" | cut -c1-170 ;;
   esac
 done

@@ -218,6 +218,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--msda-impls', nargs='*', default=['mmcv', 'pytorch'])
+    parser.add_argument('--ours-triton', action='store_true',
+                        help="also time ours with msda_impl='triton'")
     args = parser.parse_args(argv)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     small = args.smoke
@@ -242,14 +244,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             torch.cuda.empty_cache()
 
     from m2f_plugin.converters import convert_mmseg_state_dict
-    models = {w: build(w, num_classes, small) for w in ('builtin', 'ours')}
-    # same weights on both sides: step-0 losses are comparable
+    variants = ['builtin', 'ours'] + (['ours_triton'] if args.ours_triton
+                                      else [])
+    models = {w: build(w.split('_')[0], num_classes, small) for w in variants}
+    if args.ours_triton:
+        for layer in models['ours_triton'].decode_head.pixel_decoder.encoder.layers:
+            layer.self_attn.impl = 'triton'
+    # same weights on every side: step-0 losses are comparable
     states = {'builtin': copy.deepcopy(models['builtin'].state_dict())}
     states['ours'] = convert_mmseg_state_dict(states['builtin'])[0]
+    states['ours_triton'] = states['ours']
     if 'train' in parts:
         for b in batches:
             for amp in (['fp32'] if small else args.amp):
-                for which in ('builtin', 'ours'):
+                for which in variants:
                     m = models[which]
                     m.load_state_dict(states[which])
                     record(f'train_{which}_b{b}_{amp}', lambda m=m, b=b, a=amp:
@@ -259,7 +267,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if 'infer' in parts:
         sizes = [size] if small else [(512, 512), (1024, 2048)]
         for s in sizes:
-            for which in ('builtin', 'ours'):
+            for which in variants:
                 models[which].load_state_dict(states[which])
                 record(f'infer_{which}_{s[0]}x{s[1]}_b1_fp32',
                        lambda w=which, s=s: bench_infer(

@@ -6,10 +6,17 @@ The sampling kernel is chosen once, at construction (``impl``):
   (grid_sample) path on the CPU. mmcv's CUDA kernel has no bfloat16 and a slow
   float16 path, so its inputs are cast to float32 and the result back.
 * ``'pytorch'``: mmcv's PyTorch path everywhere (exportable, any dtype).
+* ``'triton'``: our fused Triton kernels (``projects_ops.msda_triton``) on
+  CUDA tensors, natively in float32 / float16 / bfloat16 (float32
+  accumulation, no casts); on CPU tensors mmcv's PyTorch path, unless
+  ``TRITON_INTERPRET=1`` is set, then the Triton kernels run in Triton's
+  interpreter (for tests). ``projects_ops`` (at the repository root) and
+  ``triton`` are imported at the first such call.
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence, Tuple
 
 import torch
@@ -22,6 +29,35 @@ from torch import Tensor, nn
 __all__ = ['MSDeformAttn', 'ms_deform_attn_core']
 
 SpatialShapes = Sequence[Tuple[int, int]]
+
+IMPLS = ('mmcv', 'pytorch', 'triton')
+
+
+def _triton_interpret() -> bool:
+    """Whether ``TRITON_INTERPRET`` asks for Triton's CPU interpreter."""
+    return os.environ.get('TRITON_INTERPRET', '').strip().lower() in (
+        '1', 'true', 'yes', 'on')
+
+
+def _triton_msda():
+    """``projects_ops.msda_triton.ms_deform_attn_triton``, imported lazily."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            "MSDeformAttn(impl='triton') needs the 'triton' package "
+            "(pip install triton, normally shipped with CUDA builds of "
+            "PyTorch); or use impl='mmcv' / 'pytorch'") from e
+    try:
+        from projects_ops.msda_triton import ms_deform_attn_triton
+    except ModuleNotFoundError as e:
+        if e.name not in ('projects_ops', 'projects_ops.msda_triton'):
+            raise
+        raise ImportError(
+            "MSDeformAttn(impl='triton') needs 'projects_ops' (at the root of "
+            'the m2f_plugin repository) to be importable: run from the '
+            'repository root or add it to PYTHONPATH') from e
+    return ms_deform_attn_triton
 
 
 def ms_deform_attn_core(value: Tensor, spatial_shapes: Tensor,
@@ -36,12 +72,16 @@ def ms_deform_attn_core(value: Tensor, spatial_shapes: Tensor,
         level_start_index: (L,) int64.
         sampling_locations: (B, N_q, heads, L, P, 2) in [0, 1], (x, y).
         attention_weights: (B, N_q, heads, L, P), softmaxed over L * P.
-        impl: ``'mmcv'`` or ``'pytorch'``.
+        impl: ``'mmcv'``, ``'pytorch'`` or ``'triton'``.
         im2col_step: mmcv CUDA kernel's batch chunk.
 
     Returns:
         (B, N_q, heads * C_h) in the dtype of ``value``.
     """
+    if impl == 'triton' and (value.is_cuda or _triton_interpret()):
+        # no casts: the kernels read each input in its dtype, add in float32
+        return _triton_msda()(value, spatial_shapes, level_start_index,
+                              sampling_locations, attention_weights)
     if impl == 'mmcv' and value.is_cuda:
         dtype = value.dtype
         # mmcv's kernel: no bfloat16 and a slow float16 -> run it in float32.
@@ -69,7 +109,8 @@ class MSDeformAttn(nn.Module):
         num_points: Sampling points P per head and level.
         dropout: Dropout on the output before the residual.
         im2col_step: mmcv CUDA kernel's batch chunk.
-        impl: ``'mmcv'`` or ``'pytorch'`` (see module docstring).
+        impl: ``'mmcv'``, ``'pytorch'`` or ``'triton'`` (see module
+            docstring).
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8,
@@ -80,8 +121,9 @@ class MSDeformAttn(nn.Module):
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by '
                              f'num_heads ({num_heads})')
-        if impl not in ('mmcv', 'pytorch'):
-            raise ValueError(f"impl must be 'mmcv' or 'pytorch', got {impl!r}")
+        if impl not in IMPLS:
+            raise ValueError(
+                f"impl must be 'mmcv', 'pytorch' or 'triton', got {impl!r}")
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.num_levels = num_levels
