@@ -12,13 +12,13 @@ python3 -c "import torch, mmcv, mmseg, mmdet, scipy, triton; print(torch.__versi
 for part in ${PARTS:-triton pytest bench}; do
   case $part in
     triton)
-      timeout 150 python3 projects_ops/msda_triton/bench.py --check --out "$OUT/triton_bench.json" > "$OUT/triton.log" 2>&1
+      timeout 110 python3 projects_ops/msda_triton/bench.py --check --out "$OUT/triton_bench.json" > "$OUT/triton.log" 2>&1
       tail -25 "$OUT/triton.log" ;;
     pytest)
-      timeout 120 python3 -m pytest -q -p no:cacheprovider tests/projects_ops tests/models/test_equivalence_mmseg.py > "$OUT/pytest_gpu.log" 2>&1
+      timeout 90 python3 -m pytest -q -p no:cacheprovider tests/projects_ops tests/models/test_equivalence_mmseg.py > "$OUT/pytest_gpu.log" 2>&1
       tail -3 "$OUT/pytest_gpu.log" ;;
     bench)
-      timeout 330 python3 -m m2f_plugin.tools.benchmark --out "$OUT/bench.json" --ours-triton \
+      timeout 300 python3 -m m2f_plugin.tools.benchmark --out "$OUT/bench.json" --ours-triton --iters 15 --warmup 3 \
         --msda-impls mmcv pytorch triton > "$OUT/bench.log" 2>&1
       grep -E "^(train|infer|msda|wrote)" "$OUT/bench.log" | cut -c1-170 ;;
   esac
