@@ -32,8 +32,10 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
     """Per-class logits ``sum_q softmax(cls)[q, k] * sigmoid(up(mask_q))``.
 
     Equal to upsampling all masks at once, but only ``chunk`` upsampled masks
-    are alive at a time: peak extra memory is (B, chunk, H, W) instead of
-    (B, Q, H, W).
+    are alive at a time, and each chunk is accumulated into the output in
+    place (``baddbmm_``): peak memory is the (B, K, H, W) output plus
+    (B, chunk, H, W), instead of (B, Q, H, W) plus a second output-sized
+    temporary. Computed in float32.
 
     Args:
         cls_logits: (B, Q, K + 1); the last class ("no object") is dropped.
@@ -43,20 +45,20 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
         chunk: Queries upsampled at once (<= 0: all).
 
     Returns:
-        (B, K, H, W).
+        (B, K, H, W) float32.
     """
-    probs = cls_logits.softmax(-1)[..., :-1]
-    num_queries = mask_logits.shape[1]
+    probs = cls_logits.float().softmax(-1)[..., :-1]  # (B, Q, K)
+    batch, num_queries, num_classes = probs.shape
     chunk = num_queries if chunk <= 0 else chunk
-    out = None
+    out = probs.new_zeros(batch, num_classes, size[0] * size[1])
     for start in range(0, num_queries, chunk):
-        masks = F.interpolate(mask_logits[:, start:start + chunk], size=size,
-                              mode='bilinear',
+        masks = F.interpolate(mask_logits[:, start:start + chunk].float(),
+                              size=size, mode='bilinear',
                               align_corners=align_corners).sigmoid_()
-        part = torch.einsum('bqk,bqhw->bkhw', probs[:, start:start + chunk],
-                            masks)
-        out = part if out is None else out.add_(part)
-    return out
+        # (B, K, c) @ (B, c, HW) added into (B, K, HW)
+        out.baddbmm_(probs[:, start:start + chunk].transpose(1, 2),
+                     masks.flatten(2))
+    return out.view(batch, num_classes, *size)
 
 
 @MODELS.register_module()

@@ -24,7 +24,7 @@ def point_sample(masks: Tensor, coords: Tensor) -> Tensor:
 
 
 def sample_class_indicator(sem_seg: Tensor, img_idx: Tensor, classes: Tensor,
-                           coords: Tensor) -> Tensor:
+                           coords: Tensor, chunk: int = 64) -> Tensor:
     """``point_sample`` of the binary masks ``sem_seg[img] == class``, without
     building them.
 
@@ -37,10 +37,17 @@ def sample_class_indicator(sem_seg: Tensor, img_idx: Tensor, classes: Tensor,
         img_idx: (N,) long, image of each target.
         classes: (N,) long, class of each target (-1: always 0).
         coords: (N, P, 2) points in [0, 1] as (x, y).
+        chunk: Targets per chunk (bounds the (N, P) temporaries).
 
     Returns:
         (N, P) float32.
     """
+    if coords.shape[0] > chunk:
+        return torch.cat([
+            sample_class_indicator(sem_seg, i, c, xy, chunk)
+            for i, c, xy in zip(img_idx.split(chunk), classes.split(chunk),
+                                coords.split(chunk))
+        ])
     _, h, w = sem_seg.shape
     coords = coords.float()
     x = coords[..., 0] * w - 0.5
