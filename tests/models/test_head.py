@@ -107,11 +107,47 @@ def test_predict_matches_direct_formula_and_sizes():
     assert crop.shape == (2, 5, 64, 96)
 
 
-@pytest.mark.parametrize('chunk', [1, 3, 8, 0])
-def test_chunked_semantic_logits_equal_full(chunk):
+def _straightforward(cls, masks, size, align_corners):
+    up = torch.nn.functional.interpolate(masks, size, mode='bilinear',
+                                         align_corners=align_corners)
+    return torch.einsum('bqk,bqhw->bkhw', cls.softmax(-1)[..., :-1],
+                        up.sigmoid())
+
+
+@pytest.mark.parametrize('align_corners', [False, True])
+@pytest.mark.parametrize('chunk', [1, 500, 4000, 0])
+@pytest.mark.parametrize('size', [(37, 51), (8, 8), (5, 3), (64, 96)])
+def test_banded_semantic_logits_equal_straightforward(chunk, size,
+                                                      align_corners):
+    """Row bands (down to one row), up- and down-sampling, both corner modes."""
     torch.manual_seed(0)
     cls = torch.randn(2, 8, 6)
-    masks = torch.randn(2, 8, 10, 13)
-    full = semantic_logits(cls, masks, (37, 51), chunk=0)
-    out = semantic_logits(cls, masks, (37, 51), chunk=chunk)
-    assert (out - full).abs().max() < 1e-5
+    masks = torch.randn(2, 8, 10, 13) * 4
+    ref = _straightforward(cls, masks, size, align_corners)
+    out = semantic_logits(cls, masks, size, align_corners, chunk=chunk)
+    assert out.shape == ref.shape == (2, 5, *size)
+    assert (out - ref).abs().max() < 1e-5
+
+
+def test_semantic_logits_memory_is_bounded():
+    """The largest temporary is a band, not (B, Q, H, W)."""
+    cls = torch.randn(1, 100, 151)
+    masks = torch.randn(1, 100, 64, 128)
+    size = (256, 512)
+    allocated = []
+    real_grid_sample = torch.nn.functional.grid_sample
+
+    def spy(*args, **kwargs):
+        out = real_grid_sample(*args, **kwargs)
+        allocated.append(out.numel())
+        return out
+
+    torch.nn.functional.grid_sample = spy
+    try:
+        out = semantic_logits(cls, masks, size, chunk=1 << 20)
+    finally:
+        torch.nn.functional.grid_sample = real_grid_sample
+    assert max(allocated) <= 1 << 20  # vs 100 * 256 * 512 = 13.1M at once
+    assert len(allocated) == 256 // ((1 << 20) // (100 * 512)) + 1
+    ref = _straightforward(cls, masks, size, False)
+    assert (out - ref).abs().max() < 1e-5

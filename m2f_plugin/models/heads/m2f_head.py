@@ -26,39 +26,59 @@ from ..losses import SetCriterion
 __all__ = ['M2FHead', 'semantic_logits']
 
 
+def _resize_grid(size: int, align_corners: bool, device: torch.device
+                 ) -> Tensor:
+    """Normalised source coordinates of ``F.interpolate``'s bilinear resize
+    along one axis, for ``F.grid_sample`` (its border padding reproduces
+    interpolate's edge clamping). Independent of the input size."""
+    dst = torch.arange(size, dtype=torch.float32, device=device)
+    if align_corners:
+        return dst * (2.0 / max(size - 1, 1)) - 1.0
+    return (2.0 * dst + 1.0) / size - 1.0
+
+
 def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
                     size: Tuple[int, int], align_corners: bool = False,
-                    chunk: int = 16) -> Tensor:
+                    chunk: int = 1 << 24) -> Tensor:
     """Per-class logits ``sum_q softmax(cls)[q, k] * sigmoid(up(mask_q))``.
 
-    Equal to upsampling all masks at once, but only ``chunk`` upsampled masks
-    are alive at a time, and each chunk is accumulated into the output in
-    place (``baddbmm_``): peak memory is the (B, K, H, W) output plus
-    (B, chunk, H, W), instead of (B, Q, H, W) plus a second output-sized
-    temporary. Computed in float32.
+    The same as upsampling every mask to ``size`` at once (bilinear, as
+    ``F.interpolate``) and contracting over queries, but done for a band of
+    output rows at a time: only (B, Q, rows, W) upsampled masks exist at once
+    (``chunk`` elements), and each output element is written once. Peak extra
+    memory is about ``chunk`` floats instead of (B, Q, H, W). Float32.
 
     Args:
         cls_logits: (B, Q, K + 1); the last class ("no object") is dropped.
         mask_logits: (B, Q, h, w).
         size: Output (H, W).
-        align_corners: For the bilinear upsampling.
-        chunk: Queries upsampled at once (<= 0: all).
+        align_corners: As in ``F.interpolate``.
+        chunk: Upsampled-mask elements alive at once (<= 0: all rows).
 
     Returns:
         (B, K, H, W) float32.
     """
     probs = cls_logits.float().softmax(-1)[..., :-1]  # (B, Q, K)
     batch, num_queries, num_classes = probs.shape
-    chunk = num_queries if chunk <= 0 else chunk
-    out = probs.new_zeros(batch, num_classes, size[0] * size[1])
-    for start in range(0, num_queries, chunk):
-        masks = F.interpolate(mask_logits[:, start:start + chunk].float(),
-                              size=size, mode='bilinear',
-                              align_corners=align_corners).sigmoid_()
-        # (B, K, c) @ (B, c, HW) added into (B, K, HW)
-        out.baddbmm_(probs[:, start:start + chunk].transpose(1, 2),
-                     masks.flatten(2))
-    return out.view(batch, num_classes, *size)
+    height, width = size
+    masks = mask_logits.float()
+    gx = _resize_grid(width, align_corners, masks.device)
+    gy = _resize_grid(height, align_corners, masks.device)
+    rows = height if chunk <= 0 else max(
+        1, chunk // max(1, batch * num_queries * width))
+    out = probs.new_empty(batch, num_classes, height * width)
+    probs_t = probs.transpose(1, 2)  # (B, K, Q)
+    for top in range(0, height, rows):
+        band = gy[top:top + rows]
+        grid = torch.stack(torch.broadcast_tensors(gx[None, :], band[:, None]),
+                           -1)  # (rows, W, 2) as (x, y)
+        up = F.grid_sample(masks, grid.expand(batch, -1, -1, -1),
+                           mode='bilinear', padding_mode='border',
+                           align_corners=align_corners).sigmoid_()
+        # (B, K, Q) @ (B, Q, rows*W) -> this band of the output
+        out[:, :, top * width:(top + len(band)) * width] = torch.bmm(
+            probs_t, up.flatten(2))
+    return out.view(batch, num_classes, height, width)
 
 
 @MODELS.register_module()
@@ -82,7 +102,8 @@ class M2FHead(BaseDecodeHead):
         num_points: Points per matched mask in the mask losses.
         oversample_ratio: Candidate points per point.
         importance_sample_ratio: Share of points chosen by uncertainty.
-        predict_chunk: Queries upsampled at once in ``predict``.
+        predict_chunk: Upsampled-mask elements alive at once in
+            ``predict`` (bounds its memory; see ``semantic_logits``).
         ignore_index: Unlabelled pixels' label.
         align_corners: For every resize.
         **kwargs: Passed to ``BaseDecodeHead``.
@@ -106,7 +127,7 @@ class M2FHead(BaseDecodeHead):
                  num_points: int = 12544,
                  oversample_ratio: float = 3.0,
                  importance_sample_ratio: float = 0.75,
-                 predict_chunk: int = 16,
+                 predict_chunk: int = 1 << 24,
                  ignore_index: int = 255,
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None,
