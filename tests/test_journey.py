@@ -95,7 +95,7 @@ def test_user_config_outside_repo_trains_and_tests(tmp_path, data_root):
     assert 0 <= metrics['mIoU'] <= 100
 
 
-def _losses(work: str, rank: int, it: int = 1) -> dict:
+def _losses(work: str, rank: int, it: int = 0) -> dict:
     with open(osp.join(work, f'losses_rank{rank}_iter{it}.json')) as f:
         return json.load(f)
 
@@ -113,7 +113,8 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
               'model.decode_head.num_points': 2048,
               'model.decode_head.matcher.num_points': 2048,
               'train_dataloader.sampler.shuffle': False,
-              'custom_imports.imports': "['m2f_plugin','tests.helpers.dump_losses_hook']"}
+              'custom_imports.imports': "['m2f_plugin','tests.helpers.dump_losses_hook']",
+              'custom_hooks.0.type': 'DumpLossesHook'}
     single, ddp = str(tmp_path / 'single'), str(tmp_path / 'ddp')
     env = {'PYTHONPATH': REPO}
     _run([sys.executable, TRAIN, DEMO_CONFIG, '--work-dir', single]

@@ -6,6 +6,7 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
+from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
 
@@ -38,6 +39,8 @@ def main():
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+        if cfg.get('custom_imports'):  # imports added on the command line
+            import_modules_from_strings(**cfg.custom_imports)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

@@ -7,6 +7,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
+from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
 
@@ -37,6 +38,8 @@ def main():
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+        if cfg.get('custom_imports'):  # imports added on the command line
+            import_modules_from_strings(**cfg.custom_imports)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -54,6 +57,10 @@ def main():
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
     cfg.resume = args.resume
+    if args.launcher != 'none':
+        # on a CPU-only machine: gloo + a DDP wrapper that accepts CPU modules
+        from m2f_plugin.engine import enable_cpu_distributed
+        enable_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
 

@@ -127,7 +127,7 @@ class M2FHead(BaseDecodeHead):
                  num_points: int = 12544,
                  oversample_ratio: float = 3.0,
                  importance_sample_ratio: float = 0.75,
-                 predict_chunk: int = 1 << 24,
+                 predict_chunk: int = 1 << 22,
                  ignore_index: int = 255,
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None,
