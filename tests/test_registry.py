@@ -48,4 +48,12 @@ def test_no_clash_with_mmseg_or_mmdet():
     # and every plugin-registered name is one we meant to register
     ours = {n for n, c in seg.MODELS.module_dict.items()
             if c.__module__.startswith('m2f_plugin')}
-    assert ours <= set(PLUGIN_MODELS) | {'M2FSyntheticShapesDataset'}
+    assert ours == set(PLUGIN_MODELS)
+    assert seg.DATASETS.get('M2FSyntheticShapesDataset').__module__.startswith(
+        'm2f_plugin')
+    assert seg.HOOKS.get('M2FRandomStateHook').__module__.startswith(
+        'm2f_plugin')
+    from mmengine.registry import MODEL_WRAPPERS
+    assert 'M2FCPUDistributedDataParallel' in MODEL_WRAPPERS.module_dict
+    for registry in (det.DATASETS, det.HOOKS, det.MODEL_WRAPPERS):
+        assert not any(n.startswith('M2F') for n in registry.module_dict)

@@ -5,6 +5,12 @@ the beginning instead of continuing it: anything drawn during training (point
 sampling in the Mask2Former losses, dropout, ...) differs from an uninterrupted
 run. This hook stores the Python, NumPy and torch (CPU and CUDA) generator
 states in every checkpoint and restores them on resume.
+
+Exactness also needs the data pipeline's randomness to replay: it does with
+``num_workers >= 1`` (mmengine re-seeds workers identically and fast-forwards
+them over the batches already trained on); with ``num_workers=0`` that
+fast-forward re-runs the augmentations in the main process after the restore
+and shifts its random stream.
 """
 from __future__ import annotations
 

@@ -15,3 +15,17 @@ class DumpLossesHook(Hook):
                         f'losses_rank{get_rank()}_iter{runner.iter}.json')
         with open(path, 'w') as f:
             json.dump({k: float(v) for k, v in outputs.items()}, f)
+
+
+@HOOKS.register_module()
+class StopTrainingHook(Hook):
+    """Stop the train loop after ``stop_iter`` iterations (a simulated crash
+    right after a checkpoint, with the run's own ``max_iters``)."""
+
+    def __init__(self, stop_iter: int) -> None:
+        self.stop_iter = stop_iter
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter + 1 >= self.stop_iter:
+            runner.train_loop.stop_training = True

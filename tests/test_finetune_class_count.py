@@ -1,0 +1,47 @@
+"""load_from a checkpoint with another class count: class head re-initialised."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from mmengine.logging import MMLogger
+from mmengine.runner.checkpoint import load_checkpoint
+
+from tests.conftest import build_tiny_segmentor, make_label_maps, seg_data_samples
+
+
+def test_load_other_class_count_logs_and_trains(tmp_path, caplog):
+    source = build_tiny_segmentor(num_classes=133, seed=1)  # e.g. COCO panoptic
+    ckpt = tmp_path / 'coco.pth'
+    torch.save({'state_dict': source.state_dict()}, str(ckpt))
+
+    target = build_tiny_segmentor(num_classes=6, seed=2)
+    fresh_cls = target.decode_head.transformer_decoder.predictor.cls_embed
+    fresh_w = fresh_cls.weight.detach().clone()
+    logger = MMLogger.get_current_instance()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        load_checkpoint(target, str(ckpt), map_location='cpu', strict=True)
+    finally:
+        logger.removeHandler(handler)
+    messages = [r.getMessage() for r in records]
+    hits = [m for m in messages if 'class head re-initialised' in m]
+    assert len(hits) == 1 and '133 classes' in hits[0] and 'config 6' in hits[0]
+    # everything else came from the checkpoint, the class head stayed fresh
+    src = source.state_dict()
+    for key, value in target.state_dict().items():
+        if 'cls_embed' in key:
+            continue
+        assert torch.equal(value, src[key]), key
+    assert torch.equal(fresh_cls.weight, fresh_w)
+    # and it trains
+    target.train()
+    imgs = torch.randn(2, 3, 64, 64)
+    losses = target.loss(imgs, seg_data_samples(make_label_maps(2, 64, 64, 6)))
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    assert fresh_cls.weight.grad is not None
