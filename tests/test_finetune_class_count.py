@@ -45,3 +45,19 @@ def test_load_other_class_count_logs_and_trains(tmp_path, caplog):
     assert torch.isfinite(total)
     total.backward()
     assert fresh_cls.weight.grad is not None
+
+
+def test_num_classes_mismatch_with_dataset_is_a_clear_error(tmp_path):
+    import pytest
+    from mmseg.registry import DATASETS
+
+    from m2f_plugin.engine import check_num_classes
+    ds = DATASETS.build(dict(
+        type='M2FSyntheticShapesDataset', data_root=str(tmp_path / 'd'),
+        num_train=2, num_val=1, size=32,
+        data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val')))
+    check_num_classes(build_tiny_segmentor(num_classes=6), ds)  # matches
+    with pytest.raises(ValueError, match=r'num_classes=150, but the data set '
+                       r'of train_dataloader has 6 classes \(background, disc'
+                       r'.*Set model.decode_head.num_classes=6'):
+        check_num_classes(build_tiny_segmentor(num_classes=150), ds)

@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
+from m2f_plugin.engine import M2FNumClassesCheckHook
 
 
 def parse_args():
@@ -61,6 +62,8 @@ def main():
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     runner = Runner.from_cfg(cfg)
+    # a head/data-set class-count mismatch fails before the first step
+    runner.register_hook(M2FNumClassesCheckHook())
     metrics = runner.test()
     # machine-readable metrics next to the logs (the demo reads them)
     if runner.rank == 0:

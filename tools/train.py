@@ -10,6 +10,7 @@ from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
+from m2f_plugin.engine import M2FNumClassesCheckHook
 
 
 def parse_args():
@@ -62,6 +63,8 @@ def main():
         from m2f_plugin.engine import enable_cpu_distributed
         enable_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
+    # a head/data-set class-count mismatch fails before the first step
+    runner.register_hook(M2FNumClassesCheckHook())
     runner.train()
 
 
