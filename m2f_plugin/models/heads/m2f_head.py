@@ -56,9 +56,15 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
         chunk: Upsampled-mask elements alive at once (<= 0: all rows).
 
     Returns:
-        (B, K, H, W) float32.
+        (B, K, H, W) float32. (Under ONNX export / tracing: the plain
+        upsample-all formula, which exports with dynamic sizes.)
     """
     probs = cls_logits.float().softmax(-1)[..., :-1]  # (B, Q, K)
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        # exported graphs need size-agnostic ops: no Python loop over rows
+        up = F.interpolate(mask_logits.float(), size=size, mode='bilinear',
+                           align_corners=align_corners).sigmoid()
+        return torch.einsum('bqk,bqhw->bkhw', probs, up)
     batch, num_queries, num_classes = probs.shape
     height, width = size
     masks = mask_logits.float()
