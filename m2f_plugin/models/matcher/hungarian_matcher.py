@@ -92,8 +92,8 @@ class M2FHungarianMatcher:
             self.cost_matrix(c, m, targets)
             for c, m in zip(all_cls_logits, all_mask_logits)
         ])  # (S, B, Q, G)
-        costs = costs.cpu().numpy()  # the one host transfer per step
-        matches = []
+        costs = costs.cpu().numpy()  # the one device -> host transfer
+        per_set = []
         for s in range(num_sets):
             b_idx, q_idx, g_idx = [], [], []
             for b, n in enumerate(targets.num_gts):
@@ -103,9 +103,11 @@ class M2FHungarianMatcher:
                 b_idx.append(np.full(len(rows), b))
                 q_idx.append(rows)
                 g_idx.append(cols)
-            idx = torch.from_numpy(
-                np.stack([np.concatenate(b_idx), np.concatenate(q_idx),
-                          np.concatenate(g_idx)]).astype(np.int64))
-            idx = idx.to(device, non_blocking=True)
-            matches.append((idx[0], idx[1], idx[2]))
+            per_set.append(np.stack([np.concatenate(b_idx),
+                                     np.concatenate(q_idx),
+                                     np.concatenate(g_idx)]))
+        # every set matches every target once: (S, 3, M), one host -> device
+        idx = torch.from_numpy(np.stack(per_set).astype(np.int64)).to(
+            device, non_blocking=True)
+        matches = [(i[0], i[1], i[2]) for i in idx.unbind(0)]
         return matches
