@@ -133,6 +133,8 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
         if not key.startswith('decode.') and key != 'loss':
             continue
         mean = sum(r[key] for r in ranks) / 2
+        print(f'{key}: ddp mean {mean:.5f} single {value:.5f} '
+              f'rel {abs(mean - value) / abs(value):.2e}')
         tol = 0.01 if key == 'loss' else 0.03
         assert abs(mean - value) <= tol * abs(value) + 1e-4, (key, mean, value)
 
