@@ -26,13 +26,11 @@ def _check_strides(strides: Sequence[int], in_channels: Sequence[int]) -> None:
                 f'(e.g. [4, 8, 16, 32]), got {list(strides)}')
 
 
-def _conv_gn(in_ch: int, out_ch: int, kernel: int, groups: int,
-             relu: bool) -> nn.Sequential:
-    # GroupNorm follows, so the conv needs no bias (except in 1x1 input
-    # projections, which keep it as in the reference).
+def _conv_gn(in_ch: int, out_ch: int, kernel: int, groups: int, *,
+             bias: bool, relu: bool) -> nn.Sequential:
+    """Conv -> GroupNorm [-> ReLU], as ``Sequential`` (keys ``0.*``, ``1.*``)."""
     layers: List[nn.Module] = [
-        nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2,
-                  bias=kernel == 1 and not relu),
+        nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias),
         nn.GroupNorm(groups, out_ch)
     ]
     if relu:
@@ -79,9 +77,11 @@ class M2FPixelDecoder(nn.Module):
         self.num_levels = num_levels
         num_inputs = len(in_channels)
         # coarse -> fine: input_projs[0] takes the coarsest backbone level
+        # the reference keeps a bias before GN in the input projections only
         self.input_projs = nn.ModuleList(
             _conv_gn(in_channels[num_inputs - 1 - i], feat_channels, 1,
-                     num_groups, relu=False) for i in range(num_levels))
+                     num_groups, bias=True, relu=False)
+            for i in range(num_levels))
         self.pos_encoding = SinePositionEncoding2d(feat_channels // 2)
         self.level_embed = nn.Parameter(torch.empty(num_levels, feat_channels))
         self.encoder = MSDeformEncoder(
@@ -92,12 +92,10 @@ class M2FPixelDecoder(nn.Module):
         num_fpn = num_inputs - num_levels
         self.lateral_convs = nn.ModuleList(
             _conv_gn(in_channels[num_fpn - 1 - i], feat_channels, 1, num_groups,
-                     relu=False) for i in range(num_fpn))
-        for m in self.lateral_convs:  # laterals are bias-free in the reference
-            m[0].bias = None
+                     bias=False, relu=False) for i in range(num_fpn))
         self.output_convs = nn.ModuleList(
-            _conv_gn(feat_channels, feat_channels, 3, num_groups, relu=True)
-            for _ in range(num_fpn))
+            _conv_gn(feat_channels, feat_channels, 3, num_groups, bias=False,
+                     relu=True) for _ in range(num_fpn))
         self.mask_proj = nn.Conv2d(feat_channels, out_channels, 1)
         self.init_weights()
 
