@@ -104,19 +104,27 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
     """gloo DDP over 2 ranks x 2 images == 1 process x 4 images, step 0.
 
     BN runs in eval mode (``norm_eval``) so that per-rank batches see the
-    same normalisation as the full batch. The mask/Dice losses are normalised
-    by the target count averaged over ranks, so their rank mean equals the
-    single-process value up to point-sampling noise; the class loss is a
-    per-rank weighted mean. Tolerance: 3% on every term, 1% on the total.
+    same normalisation as the full batch, augmentation is made deterministic
+    (each process has its own random stream), and every image sees the same
+    sampled points in both runs (``M2F_FIXED_POINTS``), so matching is the
+    same. The mask/Dice losses are normalised by the target count averaged
+    over ranks: their rank mean equals the single-process value up to float
+    rounding. The class loss is a per-rank weighted mean (as in mmdet), which
+    differs from the full-batch weighted mean by the ranks' weight sums.
+    Tolerance: 1e-5 relative on mask/Dice terms, 2% on class terms, 0.2% on
+    the total (measured: <=1.7e-7, <=0.36%, 0.05%).
     """
     common = {'model.backbone.norm_eval': True,
+              # no random augmentation: ranks draw from their own streams
+              'train_dataloader.dataset.pipeline.2.ratio_range': '(1.0,1.0)',
+              'train_dataloader.dataset.pipeline.4.prob': 0.0,
               'model.decode_head.num_points': 2048,
               'model.decode_head.matcher.num_points': 2048,
               'train_dataloader.sampler.shuffle': False,
               'custom_imports.imports': "['m2f_plugin','tests.helpers.dump_losses_hook']",
               'custom_hooks.0.type': 'DumpLossesHook'}
     single, ddp = str(tmp_path / 'single'), str(tmp_path / 'ddp')
-    env = {'PYTHONPATH': REPO}
+    env = {'PYTHONPATH': REPO, 'M2F_FIXED_POINTS': '1'}
     _run([sys.executable, TRAIN, DEMO_CONFIG, '--work-dir', single]
          + _options(data_root, 1, **common,
                     **{'train_dataloader.batch_size': 4}), cwd=REPO,
@@ -135,7 +143,7 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
         mean = sum(r[key] for r in ranks) / 2
         print(f'{key}: ddp mean {mean:.5f} single {value:.5f} '
               f'rel {abs(mean - value) / abs(value):.2e}')
-        tol = 0.01 if key == 'loss' else 0.03
+        tol = 2e-3 if key == 'loss' else 2e-2 if 'cls' in key else 1e-5
         assert abs(mean - value) <= tol * abs(value) + 1e-4, (key, mean, value)
 
 
