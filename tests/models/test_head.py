@@ -151,3 +151,27 @@ def test_semantic_logits_memory_is_bounded():
     assert len(allocated) == 256 // ((1 << 20) // (100 * 512)) + 1
     ref = _straightforward(cls, masks, size, False)
     assert (out - ref).abs().max() < 1e-5
+
+
+def test_training_step_moves_to_host_twice(monkeypatch):
+    """One transfer for the target histogram, one for all matching costs:
+    no per-image or per-set ``.cpu()`` / ``.item()`` in the loss."""
+    head = tiny_head()
+    samples = seg_data_samples(make_label_maps(2, 64, 64, 5))
+    x = feats()
+    calls = {'cpu': 0, 'item': 0}
+    real_cpu, real_item = torch.Tensor.cpu, torch.Tensor.item
+
+    def cpu(self, *a, **k):
+        calls['cpu'] += 1
+        return real_cpu(self, *a, **k)
+
+    def item(self, *a, **k):
+        calls['item'] += 1
+        return real_item(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, 'cpu', cpu)
+    monkeypatch.setattr(torch.Tensor, 'item', item)
+    losses = head.loss(x, samples, None)
+    sum(losses.values()).backward()
+    assert calls == {'cpu': 2, 'item': 0}, calls
