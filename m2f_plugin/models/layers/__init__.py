@@ -4,6 +4,7 @@ from .mlp import MLP
 from .msdeform_attn import MSDeformAttn, ms_deform_attn_core
 from .point_sample import point_sample, sample_class_indicator
 from .position_encoding import SinePositionEncoding2d
+from .splitk_bmm import splitk_bmm
 
 __all__ = ['FFN', 'MLP', 'MSDeformAttn', 'SinePositionEncoding2d', 'point_sample', 'sample_class_indicator',
-           'ms_deform_attn_core']
+           'ms_deform_attn_core', 'splitk_bmm']
