@@ -54,8 +54,34 @@ def _timed(fn: Callable[[], object], warmup: int, iters: int,
     return out
 
 
-def build(which: str, num_classes: int, small: bool):
-    """Build 'ours' or 'builtin' (an EncoderDecoder), random init."""
+def _override(cfg, overrides: Optional[Dict[str, object]]) -> None:
+    """Set dotted keys of a model config, e.g.
+    ``{'decode_head.pixel_decoder.with_cp': True}``."""
+    for dotted, value in (overrides or {}).items():
+        *parents, last = dotted.split('.')
+        node = cfg
+        for name in parents:
+            node = node[name]
+        node[last] = value
+
+
+def parse_variant(text: str):
+    """``NAME:key=value;key=value`` -> (NAME, {key: value}); values are
+    Python literals (``True``, ``'triton'``, ``3``)."""
+    import ast
+    name, _, rest = text.partition(':')
+    overrides = {}
+    for item in filter(None, rest.split(';')):
+        key, _, value = item.partition('=')
+        overrides[key.strip()] = ast.literal_eval(value.strip())
+    return name, overrides
+
+
+def build(which: str, num_classes: int, small: bool,
+          overrides: Optional[Dict[str, object]] = None):
+    """Build 'ours' or 'builtin' (an EncoderDecoder), random init.
+
+    ``overrides``: dotted model-config keys to set (see ``_override``)."""
     import os.path as osp
 
     import mmseg
@@ -84,6 +110,7 @@ def build(which: str, num_classes: int, small: bool):
             head.num_points = head.matcher.num_points = 256
         else:
             head.train_cfg.num_points = 256
+    _override(cfg, overrides)
     model = MODELS.build(cfg)
     model.init_weights()
     return model
@@ -220,6 +247,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--msda-impls', nargs='*', default=['mmcv', 'pytorch'])
     parser.add_argument('--ours-triton', action='store_true',
                         help="also time ours with msda_impl='triton'")
+    parser.add_argument(
+        '--variant', action='append', default=[],
+        help="also time ours with config overrides: "
+        "NAME:dotted.key=value;dotted.key=value, e.g. "
+        "cp:decode_head.pixel_decoder.with_cp=True (repeatable)")
+    parser.add_argument('--no-builtin', action='store_true',
+                        help="time ours only")
     args = parser.parse_args(argv)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     small = args.smoke
@@ -244,16 +278,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             torch.cuda.empty_cache()
 
     from m2f_plugin.converters import convert_mmseg_state_dict
-    variants = ['builtin', 'ours'] + (['ours_triton'] if args.ours_triton
-                                      else [])
-    models = {w: build(w.split('_')[0], num_classes, small) for w in variants}
+    extra = dict(parse_variant(v) for v in args.variant)
     if args.ours_triton:
-        for layer in models['ours_triton'].decode_head.pixel_decoder.encoder.layers:
-            layer.self_attn.impl = 'triton'
+        extra['triton'] = {'decode_head.pixel_decoder.msda_impl': 'triton'}
+    variants = ['builtin', 'ours'] + [f'ours_{n}' for n in extra]
+    models = {w: build(w.split('_')[0], num_classes, small,
+                       extra.get(w[len('ours_'):]))
+              for w in variants}
     # same weights on every side: step-0 losses are comparable
     states = {'builtin': copy.deepcopy(models['builtin'].state_dict())}
     states['ours'] = convert_mmseg_state_dict(states['builtin'])[0]
-    states['ours_triton'] = states['ours']
+    for name in extra:
+        states[f'ours_{name}'] = states['ours']
+    if args.no_builtin:
+        variants.remove('builtin')
     if 'train' in parts:
         for b in batches:
             for amp in (['fp32'] if small else args.amp):

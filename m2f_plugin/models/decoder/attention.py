@@ -1,8 +1,15 @@
-"""Multi-head attention with ``nn.MultiheadAttention``'s parameters, run by SDPA.
+"""Multi-head attention with ``nn.MultiheadAttention``'s parameters.
 
 Keeping the parameter layout (``in_proj_weight``, ``in_proj_bias``, ``out_proj``)
-keeps checkpoints compatible; calling ``F.scaled_dot_product_attention`` lets the
-attention mask broadcast over heads, so it is never repeated per head.
+keeps checkpoints compatible. The attention mask broadcasts over heads, so it is
+never repeated per head.
+
+Two kernels: ``F.scaled_dot_product_attention`` (memory-efficient: no (Q, N)
+probabilities kept for backward) and plain batched matmuls + softmax. With
+Mask2Former's 100 queries the fused kernels parallelise over query blocks and
+heads only (2 x 8 blocks per image), so the matmul form is several times faster
+against thousands of keys; it keeps the (B, heads, Q, N) probabilities for
+backward, which costs memory in training.
 """
 from __future__ import annotations
 
@@ -12,7 +19,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['MultiheadAttention']
+__all__ = ['MultiheadAttention', 'ATTN_IMPLS']
+
+# 'auto': matmuls when no gradient is needed (inference), SDPA in training
+ATTN_IMPLS = ('auto', 'sdpa', 'math')
+
+
+def _math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor],
+                    dropout_p: float) -> Tensor:
+    """softmax(q k^T / sqrt(d), masked) v with (B, h, Q, d) / (B, h, N, d)
+    inputs and a bool mask broadcastable to (B, h, Q, N), True = attend."""
+    logits = torch.matmul(q * q.shape[-1]**-0.5, k.transpose(-2, -1))
+    if mask is not None:  # in place: matmul's backward does not need it
+        logits.masked_fill_(~mask, float('-inf'))
+    attn = logits.softmax(-1)
+    if dropout_p > 0:
+        attn = F.dropout(attn, dropout_p)
+    return torch.matmul(attn.to(v.dtype), v)
 
 
 class MultiheadAttention(nn.Module):
@@ -22,11 +45,17 @@ class MultiheadAttention(nn.Module):
         embed_dims: Channels C.
         num_heads: Heads.
         dropout: Attention-probability dropout (training only).
+        impl: 'sdpa', 'math' or 'auto' (math without gradients, else SDPA);
+            see the module docstring.
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, impl: str = 'auto') -> None:
         super().__init__()
+        if impl not in ATTN_IMPLS:
+            raise ValueError(f'attention impl={impl!r}: choose one of '
+                             f'{ATTN_IMPLS}')
+        self.impl = impl
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by '
                              f'num_heads ({num_heads})')
@@ -68,8 +97,14 @@ class MultiheadAttention(nn.Module):
         k = k.view(b, k.shape[1], h, -1).transpose(1, 2)
         v = v.view(b, v.shape[1], h, -1).transpose(1, 2)
         mask = None if attend_mask is None else attend_mask[:, None]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        impl = self.impl
+        if impl == 'auto':
+            impl = 'sdpa' if torch.is_grad_enabled() else 'math'
+        if impl == 'math':
+            out = _math_attention(q, k, v, mask, dropout_p)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                 dropout_p=dropout_p)
         out = out.transpose(1, 2).reshape(b, nq, c)
         return query + self.out_proj(out)

@@ -22,14 +22,20 @@ class MaskedDecoderLayer(nn.Module):
         num_heads: Attention heads.
         ffn_dims: FFN hidden channels.
         dropout: Dropout in attention and FFN.
+        cross_attn_impl: Kernel of the masked cross-attention, see
+            ``MultiheadAttention`` (self-attention over 100 queries is small
+            and always uses SDPA).
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8,
-                 ffn_dims: int = 2048, dropout: float = 0.0) -> None:
+                 ffn_dims: int = 2048, dropout: float = 0.0,
+                 cross_attn_impl: str = 'auto') -> None:
         super().__init__()
-        self.cross_attn = MultiheadAttention(embed_dims, num_heads, dropout)
+        self.cross_attn = MultiheadAttention(embed_dims, num_heads, dropout,
+                                             impl=cross_attn_impl)
         self.norm1 = nn.LayerNorm(embed_dims)
-        self.self_attn = MultiheadAttention(embed_dims, num_heads, dropout)
+        self.self_attn = MultiheadAttention(embed_dims, num_heads, dropout,
+                                            impl='sdpa')
         self.norm2 = nn.LayerNorm(embed_dims)
         self.ffn = FFN(embed_dims, ffn_dims, dropout)
         self.norm3 = nn.LayerNorm(embed_dims)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
+import torch
 from mmseg.registry import MODELS
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..heads.prediction_head import MaskClassPredictor
 from ..layers import SinePositionEncoding2d
@@ -33,14 +35,21 @@ class M2FMaskedTransformerDecoder(nn.Module):
         num_heads: Attention heads.
         ffn_dims: FFN hidden channels.
         dropout: Dropout in attention and FFN.
+        cross_attn_impl: Masked cross-attention kernel: 'auto' (matmuls at
+            inference, SDPA in training), 'math' or 'sdpa'; see
+            ``MultiheadAttention``.
+        with_cp: Recompute each layer in the backward pass (activation
+            checkpointing) instead of keeping its activations.
     """
 
     def __init__(self, num_classes: int, in_channels: int = 256,
                  embed_dims: int = 256, mask_dims: int = 256,
                  num_queries: int = 100, num_layers: int = 9,
                  num_levels: int = 3, num_heads: int = 8,
-                 ffn_dims: int = 2048, dropout: float = 0.0) -> None:
+                 ffn_dims: int = 2048, dropout: float = 0.0,
+                 cross_attn_impl: str = 'auto', with_cp: bool = False) -> None:
         super().__init__()
+        self.with_cp = with_cp
         self.num_levels = num_levels
         self.num_queries = num_queries
         self.input_projs = nn.ModuleList(
@@ -52,8 +61,8 @@ class M2FMaskedTransformerDecoder(nn.Module):
         self.query_feat = nn.Embedding(num_queries, embed_dims)
         self.query_embed = nn.Embedding(num_queries, embed_dims)
         self.layers = nn.ModuleList(
-            MaskedDecoderLayer(embed_dims, num_heads, ffn_dims, dropout)
-            for _ in range(num_layers))
+            MaskedDecoderLayer(embed_dims, num_heads, ffn_dims, dropout,
+                               cross_attn_impl) for _ in range(num_layers))
         self.predictor = MaskClassPredictor(embed_dims, num_classes, mask_dims)
         self.init_weights()
 
@@ -102,7 +111,12 @@ class M2FMaskedTransformerDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             level = i % self.num_levels
             attend = attend_mask_from_logits(mask_logits, sizes[level])
-            query = layer(query, tokens[level], query_pos, pos[level], attend)
+            if self.with_cp and self.training and torch.is_grad_enabled():
+                query = checkpoint(layer, query, tokens[level], query_pos,
+                                   pos[level], attend, use_reentrant=False)
+            else:
+                query = layer(query, tokens[level], query_pos, pos[level],
+                              attend)
             cls_logits, mask_logits = self.predictor(query, mask_features)
             all_cls.append(cls_logits)
             all_masks.append(mask_logits)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Dict, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,10 @@ class SinePositionEncoding2d(nn.Module):
         self.temperature = temperature
         self.scale = scale
         self.eps = eps
+        # the encoding depends only on (H, W, device, dtype): compute it once
+        # per shape instead of ~20 small kernels per call (not a buffer, so
+        # it stays out of checkpoints)
+        self._cache: Dict[Tuple, Tensor] = {}
 
     def forward(self, batch: int, height: int, width: int,
                 device: torch.device, dtype: torch.dtype = torch.float32
@@ -33,8 +38,21 @@ class SinePositionEncoding2d(nn.Module):
         """Return the encoding, shape (B, 2 * num_feats, H, W).
 
         Computed in float32 (positions up to 2*pi at 1e-4 steps need it), then
-        cast to ``dtype``.
+        cast to ``dtype``. Cached per (H, W, device, dtype).
         """
+        key = (height, width, device, dtype)
+        pos = self._cache.get(key)
+        if pos is None or torch.jit.is_tracing():
+            pos = self._encode(height, width, device).to(dtype)
+            if not torch.jit.is_tracing():
+                if len(self._cache) >= 16:  # many sizes (slide, TTA): bound
+                    self._cache.clear()
+                self._cache[key] = pos
+        return pos.expand(batch, -1, -1, -1)
+
+    def _encode(self, height: int, width: int, device: torch.device
+                ) -> Tensor:
+        """(1, 2 * num_feats, H, W) float32."""
         y = torch.arange(1, height + 1, dtype=torch.float32, device=device)
         x = torch.arange(1, width + 1, dtype=torch.float32, device=device)
         y = y / (height + self.eps) * self.scale
@@ -50,6 +68,5 @@ class SinePositionEncoding2d(nn.Module):
                             dim=2).flatten(1)
         pos = torch.cat((pos_y[:, None, :].expand(height, width, -1),
                          pos_x[None, :, :].expand(height, width, -1)), dim=2)
-        # (H, W, 2F) -> (B, 2F, H, W)
-        pos = pos.permute(2, 0, 1).unsqueeze(0).expand(batch, -1, -1, -1)
-        return pos.to(dtype)
+        # (H, W, 2F) -> (1, 2F, H, W)
+        return pos.permute(2, 0, 1).unsqueeze(0).contiguous()

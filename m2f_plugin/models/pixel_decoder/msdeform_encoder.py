@@ -1,7 +1,9 @@
 """The pixel decoder's transformer encoder: deformable self-attention layers."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..layers import FFN, MSDeformAttn
 
@@ -46,18 +48,31 @@ class MSDeformEncoder(nn.Module):
 
     Args:
         num_layers: Number of layers.
+        with_cp: Activation checkpointing: keep only each layer's input and
+            recompute the layer in the backward pass. The layers' saved
+            activations (the 4x-wide FFN hidden state above all) are the
+            largest memory item of the head.
         **layer_kwargs: Passed to every ``MSDeformEncoderLayer``.
     """
 
-    def __init__(self, num_layers: int = 6, **layer_kwargs) -> None:
+    def __init__(self, num_layers: int = 6, with_cp: bool = False,
+                 **layer_kwargs) -> None:
         super().__init__()
+        self.with_cp = with_cp
         self.layers = nn.ModuleList(
             MSDeformEncoderLayer(**layer_kwargs) for _ in range(num_layers))
 
     def forward(self, query: Tensor, query_pos: Tensor, reference_points: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
         """(B, N, C) -> (B, N, C)."""
+        recompute = (self.with_cp and self.training and
+                     torch.is_grad_enabled() and query.requires_grad)
         for layer in self.layers:
-            query = layer(query, query_pos, reference_points, spatial_shapes,
-                          level_start_index)
+            if recompute:
+                query = checkpoint(layer, query, query_pos, reference_points,
+                                   spatial_shapes, level_start_index,
+                                   use_reentrant=False)
+            else:
+                query = layer(query, query_pos, reference_points,
+                              spatial_shapes, level_start_index)
         return query

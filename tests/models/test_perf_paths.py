@@ -1,0 +1,147 @@
+"""The speed/memory code paths compute the same function as the plain ones."""
+import copy
+
+import pytest
+import torch
+
+from m2f_plugin.models.decoder import M2FMaskedTransformerDecoder
+from m2f_plugin.models.decoder.attention import MultiheadAttention
+from m2f_plugin.models.heads.prediction_head import _MaskLogits
+from m2f_plugin.models.layers import SinePositionEncoding2d, splitk_bmm
+from m2f_plugin.models.pixel_decoder import M2FPixelDecoder
+
+
+@pytest.mark.parametrize('splits', [1, 2, 3, 7, 16])
+def test_splitk_bmm_equals_bmm(splits):
+    g = torch.Generator().manual_seed(splits)
+    a = torch.randn(3, 20, 301, dtype=torch.float64, generator=g)
+    # a transposed (non-contiguous) right operand, as the callers pass
+    b = torch.randn(3, 5, 301, dtype=torch.float64,
+                    generator=g).transpose(1, 2)
+    torch.testing.assert_close(splitk_bmm(a, b, splits), torch.bmm(a, b),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_splitk_bmm_auto_is_plain_on_cpu():
+    a, b = torch.randn(2, 4, 4096), torch.randn(2, 4096, 3)
+    assert torch.equal(splitk_bmm(a, b), torch.bmm(a, b))
+
+
+def test_mask_logits_function_gradients():
+    g = torch.Generator().manual_seed(0)
+    embed = torch.randn(2, 6, 5, dtype=torch.float64, generator=g,
+                        requires_grad=True)
+    feats = torch.randn(2, 5, 40, dtype=torch.float64, generator=g,
+                        requires_grad=True)
+    assert torch.autograd.gradcheck(_MaskLogits.apply, (embed, feats))
+    torch.testing.assert_close(_MaskLogits.apply(embed, feats),
+                               torch.einsum('bqc,bcn->bqn', embed, feats))
+
+
+@pytest.mark.parametrize('with_mask', [False, True])
+def test_math_attention_equals_sdpa(with_mask):
+    torch.manual_seed(0)
+    sdpa = MultiheadAttention(32, 4, impl='sdpa').double()
+    math = copy.deepcopy(sdpa)
+    math.impl = 'math'
+    q = torch.randn(2, 7, 32, dtype=torch.float64, requires_grad=True)
+    kv = torch.randn(2, 30, 32, dtype=torch.float64)
+    pos = torch.randn(2, 30, 32, dtype=torch.float64)
+    mask = None
+    if with_mask:
+        mask = torch.rand(2, 7, 30) > 0.6
+        mask[:, 0] = True  # every query attends somewhere
+    outs = []
+    for m in (sdpa, math):
+        out = m(q, kv, kv, None, pos, mask)
+        grad, = torch.autograd.grad(out.square().sum(), q)
+        outs.append((out, grad))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], outs[1][1])
+
+
+def test_attention_impl_is_checked():
+    with pytest.raises(ValueError, match="choose one of"):
+        MultiheadAttention(32, 4, impl='flash')
+
+
+def test_auto_attention_picks_math_without_grad(monkeypatch):
+    import m2f_plugin.models.decoder.attention as attention
+    calls = []
+    real = attention._math_attention
+    monkeypatch.setattr(attention, '_math_attention',
+                        lambda *a: calls.append(1) or real(*a))
+    m = MultiheadAttention(32, 4)  # 'auto'
+    x = torch.randn(1, 3, 32)
+    m(x, x, x)
+    assert not calls
+    with torch.no_grad():
+        m(x, x, x)
+    assert calls == [1]
+
+
+def _pixel_decoder(with_cp):
+    torch.manual_seed(0)
+    return M2FPixelDecoder(in_channels=[16, 32, 64, 128],
+                           feat_channels=32, out_channels=32, num_layers=2,
+                           num_heads=4, ffn_dims=64, num_groups=8,
+                           msda_impl='pytorch', with_cp=with_cp)
+
+
+def test_pixel_decoder_checkpointing_same_values_and_grads():
+    feats = [torch.randn(2, c, s, s) for c, s in
+             ((16, 32), (32, 16), (64, 8), (128, 4))]
+    results = []
+    for with_cp in (False, True):
+        m = _pixel_decoder(with_cp).train()
+        mask_feats, outs = m(feats)
+        loss = mask_feats.square().mean() + sum(o.mean() for o in outs)
+        loss.backward()
+        results.append((mask_feats.detach(),
+                        {n: p.grad.clone() for n, p in m.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], msg=name)
+
+
+def test_decoder_checkpointing_same_grads():
+    torch.manual_seed(0)
+    memories = [torch.randn(2, 32, s, s) for s in (4, 8, 16)]
+    mask_feats = torch.randn(2, 32, 32, 32)
+    grads = []
+    for with_cp in (False, True):
+        torch.manual_seed(1)
+        m = M2FMaskedTransformerDecoder(num_classes=5, in_channels=32,
+                                        embed_dims=32, mask_dims=32,
+                                        num_queries=6, num_layers=3,
+                                        num_heads=4, ffn_dims=64,
+                                        with_cp=with_cp).train()
+        cls, masks = m(memories, mask_feats)
+        (sum(c.square().mean() for c in cls) +
+         sum(x.sigmoid().mean() for x in masks)).backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], msg=name)
+
+
+def test_position_encoding_cache():
+    enc = SinePositionEncoding2d(8)
+    a = enc(2, 5, 7, torch.device('cpu'))
+    b = enc(3, 5, 7, torch.device('cpu'))
+    assert a.shape == (2, 16, 5, 7) and b.shape == (3, 16, 5, 7)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[0:1], enc._encode(5, 7, torch.device('cpu')))
+    for s in range(40):  # many sizes: the cache stays bounded
+        enc(1, s + 1, 3, torch.device('cpu'))
+    assert len(enc._cache) <= 16
+
+
+def test_pixel_decoder_geometry_cache_matches_fresh():
+    m = _pixel_decoder(False).eval()
+    feats = [torch.randn(1, c, s, s) for c, s in
+             ((16, 32), (32, 16), (64, 8), (128, 4))]
+    with torch.no_grad():
+        first = m(feats)[0]
+        assert len(m._geometry_cache) == 1
+        m._geometry_cache.clear()
+        torch.testing.assert_close(m(feats)[0], first)
