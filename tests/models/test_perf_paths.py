@@ -145,3 +145,19 @@ def test_pixel_decoder_geometry_cache_matches_fresh():
         assert len(m._geometry_cache) == 1
         m._geometry_cache.clear()
         torch.testing.assert_close(m(feats)[0], first)
+
+
+def test_decoder_last_only_equals_last_set():
+    torch.manual_seed(0)
+    m = M2FMaskedTransformerDecoder(num_classes=5, in_channels=32,
+                                    embed_dims=32, mask_dims=32,
+                                    num_queries=6, num_layers=3, num_heads=4,
+                                    ffn_dims=64).eval()
+    memories = [torch.randn(2, 32, s, s) for s in (4, 8, 16)]
+    mask_feats = torch.randn(2, 32, 32, 32)
+    with torch.no_grad():
+        cls, masks = m(memories, mask_feats)
+        cls1, masks1 = m(memories, mask_feats, last_only=True)
+    assert len(cls) == len(masks) == 4 and len(cls1) == len(masks1) == 1
+    torch.testing.assert_close(cls1[0], cls[-1])
+    torch.testing.assert_close(masks1[0], masks[-1])

@@ -76,17 +76,21 @@ class M2FMaskedTransformerDecoder(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, memories: Sequence[Tensor], mask_features: Tensor
-                ) -> Tuple[List[Tensor], List[Tensor]]:
+    def forward(self, memories: Sequence[Tensor], mask_features: Tensor,
+                last_only: bool = False) -> Tuple[List[Tensor], List[Tensor]]:
         """Decode.
 
         Args:
             memories: L maps (B, C, H_l, W_l), coarse to fine.
             mask_features: (B, C_m, H, W).
+            last_only: Keep only the last prediction set (inference): the
+                earlier (B, Q, H, W) masks are freed as soon as the next
+                layer's attention mask is made, instead of living until the
+                end (0.5 GB at 1024x2048).
 
         Returns:
-            cls_logits: ``num_layers + 1`` tensors (B, Q, K + 1).
-            mask_logits: ``num_layers + 1`` tensors (B, Q, H, W).
+            cls_logits: ``num_layers + 1`` tensors (B, Q, K + 1), or 1.
+            mask_logits: ``num_layers + 1`` tensors (B, Q, H, W), or 1.
         """
         if len(memories) != self.num_levels:
             raise ValueError(f'decoder expects {self.num_levels} memory levels, '
@@ -120,4 +124,6 @@ class M2FMaskedTransformerDecoder(nn.Module):
             cls_logits, mask_logits = self.predictor(query, mask_features)
             all_cls.append(cls_logits)
             all_masks.append(mask_logits)
+            if last_only:
+                del all_cls[0], all_masks[0]
         return all_cls, all_masks

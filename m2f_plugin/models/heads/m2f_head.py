@@ -174,20 +174,22 @@ class M2FHead(BaseDecodeHead):
             oversample_ratio=oversample_ratio,
             importance_sample_ratio=importance_sample_ratio)
 
-    def forward(self, inputs: Sequence[Tensor]
+    def forward(self, inputs: Sequence[Tensor], last_only: bool = False
                 ) -> Tuple[List[Tensor], List[Tensor]]:
         """Run both decoders.
 
         Args:
             inputs: Backbone maps, fine to coarse, each (B, C_i, H_i, W_i).
+            last_only: Return only the last prediction set (inference).
 
         Returns:
-            cls_logits: S tensors (B, Q, K + 1).
-            mask_logits: S tensors (B, Q, H/4, W/4).
+            cls_logits: S tensors (B, Q, K + 1) (1 if ``last_only``).
+            mask_logits: S tensors (B, Q, H/4, W/4) (1 if ``last_only``).
         """
         feats = self._transform_inputs(inputs)
         mask_features, memories = self.pixel_decoder(feats)
-        return self.transformer_decoder(memories, mask_features)
+        return self.transformer_decoder(memories, mask_features,
+                                        last_only=last_only)
 
     def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
@@ -200,7 +202,7 @@ class M2FHead(BaseDecodeHead):
     def predict(self, inputs: Sequence[Tensor], batch_img_metas: List[dict],
                 test_cfg: ConfigType) -> Tensor:
         """Per-class logits (B, K, H, W) at the size mmseg's heads return."""
-        all_cls, all_masks = self.forward(inputs)
+        all_cls, all_masks = self.forward(inputs, last_only=True)
         return self.predict_by_feat((all_cls[-1], all_masks[-1]),
                                     batch_img_metas)
 
