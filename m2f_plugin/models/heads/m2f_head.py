@@ -22,6 +22,7 @@ from torch import Tensor
 from ...converters import convert_mmseg_state_dict, is_mmseg_mask2former
 from ...structures import sem_seg_to_masks
 from ..losses import SetCriterion
+from .cuda_graph import GraphedInference
 
 __all__ = ['M2FHead', 'semantic_logits']
 
@@ -110,6 +111,12 @@ class M2FHead(BaseDecodeHead):
         importance_sample_ratio: Share of points chosen by uncertainty.
         predict_chunk: Upsampled-mask elements alive at once in
             ``predict`` (bounds its memory; see ``semantic_logits``).
+        cuda_graph: At inference on CUDA, replay the pixel decoder and the
+            transformer decoder as a CUDA graph, captured once per input
+            shape (see ``GraphedInference``). Pays off where the host is the
+            bottleneck (small images, batch 1); each captured shape keeps a
+            memory pool of the decoders' activations.
+        max_graphs: Input shapes captured at most; others run eagerly.
         ignore_index: Unlabelled pixels' label.
         align_corners: For every resize.
         **kwargs: Passed to ``BaseDecodeHead``.
@@ -134,6 +141,8 @@ class M2FHead(BaseDecodeHead):
                  oversample_ratio: float = 3.0,
                  importance_sample_ratio: float = 0.75,
                  predict_chunk: int = 1 << 22,
+                 cuda_graph: bool = False,
+                 max_graphs: int = 4,
                  ignore_index: int = 255,
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None,
@@ -148,6 +157,8 @@ class M2FHead(BaseDecodeHead):
         del self.conv_seg  # per-class logits come from queries, not a conv
         self.num_queries = num_queries
         self.predict_chunk = predict_chunk
+        self.cuda_graph = cuda_graph
+        self._graphed = GraphedInference(self, self._decode_last, max_graphs)
 
         pixel_decoder = copy.deepcopy(dict(pixel_decoder))
         pixel_decoder.update(in_channels=in_channels, strides=list(strides),
@@ -202,9 +213,25 @@ class M2FHead(BaseDecodeHead):
     def predict(self, inputs: Sequence[Tensor], batch_img_metas: List[dict],
                 test_cfg: ConfigType) -> Tensor:
         """Per-class logits (B, K, H, W) at the size mmseg's heads return."""
-        all_cls, all_masks = self.forward(inputs, last_only=True)
-        return self.predict_by_feat((all_cls[-1], all_masks[-1]),
+        if (self.cuda_graph and inputs[0].is_cuda and
+                not torch.is_grad_enabled() and not torch.jit.is_tracing()):
+            cls_logits, mask_logits = self._graphed(*inputs)
+        else:
+            cls_logits, mask_logits = self._decode_last(*inputs)
+        return self.predict_by_feat((cls_logits, mask_logits),
                                     batch_img_metas)
+
+    def _decode_last(self, *inputs: Tensor) -> List[Tensor]:
+        """Last prediction set only: [(B, Q, K + 1), (B, Q, H/4, W/4)]."""
+        all_cls, all_masks = self.forward(inputs, last_only=True)
+        return [all_cls[-1], all_masks[-1]]
+
+    def train(self, mode: bool = True) -> 'M2FHead':
+        """Also drops captured inference graphs when training resumes (their
+        memory pools would sit idle)."""
+        if mode:
+            self._graphed.clear()
+        return super().train(mode)
 
     def predict_by_feat(self, seg_logits: Tuple[Tensor, Tensor],
                         batch_img_metas: List[dict]) -> Tensor:

@@ -1,0 +1,86 @@
+"""``M2FHead(cuda_graph=True)``: graphed inference equals eager inference.
+
+The CUDA tests run on a GPU machine (skipped here); the CPU tests check that
+the option is inert without CUDA and survives copying.
+"""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+from tests.models.test_head import feats, tiny_head
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                          reason='CUDA graphs need a GPU')
+METAS = [dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64))]
+
+
+def test_cpu_runs_eagerly_and_copies():
+    head = tiny_head(cuda_graph=True).eval()
+    ref = tiny_head().eval()
+    ref.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        out = head.predict(feats(1), METAS, None)
+        torch.testing.assert_close(out, ref.predict(feats(1), METAS, None))
+    assert not head._graphed._entries
+    clone = copy.deepcopy(head)
+    assert clone._graphed.owner is clone
+    pickle.loads(pickle.dumps(head._graphed))  # graphs are never pickled
+
+
+@cuda
+@pytest.mark.parametrize('impl', ['mmcv', 'pytorch'])
+def test_graph_replays_match_eager(impl):
+    pd = dict(type='M2FPixelDecoder', num_layers=2, num_heads=4, ffn_dims=64,
+              num_groups=8, msda_impl=impl)
+    head = tiny_head(cuda_graph=True, max_graphs=2,
+                     pixel_decoder=pd).cuda().eval()
+    eager = tiny_head(pixel_decoder=pd).cuda().eval()
+    eager.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        for seed in range(3):  # new inputs each time: replay reads them
+            torch.manual_seed(seed)
+            x = [f.cuda() * (seed + 1) for f in feats(1)]
+            got = head.predict(x, METAS, None)
+            want = eager.predict(x, METAS, None)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert len(head._graphed._entries) == 1
+        # outputs are copies: a later replay does not change them
+        first = head.predict([f.cuda() for f in feats(1)], METAS, None)
+        keep = first.clone()
+        head.predict([f.cuda() * 3 for f in feats(1)], METAS, None)
+        assert torch.equal(first, keep)
+        # another shape: a second graph; a third: eager, still right
+        for hw in ((96, 64), (64, 128)):
+            metas = [dict(img_shape=hw, pad_shape=hw, ori_shape=hw)]
+            x = [f.cuda() for f in feats(1, *hw)]
+            torch.testing.assert_close(head.predict(x, metas, None),
+                                       eager.predict(x, metas, None),
+                                       rtol=1e-4, atol=1e-5)
+        assert len(head._graphed._entries) == 2
+    head.train()
+    assert not head._graphed._entries
+
+
+@cuda
+def test_graph_under_autocast_and_after_reload():
+    head = tiny_head(cuda_graph=True).cuda().eval()
+    x = [f.cuda() for f in feats(1)]
+    with torch.no_grad():
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            a = head.predict(x, METAS, None)
+        b = head.predict(x, METAS, None)
+        assert len(head._graphed._entries) == 2  # autocast is in the key
+        torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
+        # weights loaded in place: the graph reads the new values
+        state = {k: v * 0.5 if v.is_floating_point() else v
+                 for k, v in head.state_dict().items()}
+        head.load_state_dict(state)
+        eager = tiny_head().cuda().eval()
+        eager.load_state_dict(state)
+        torch.testing.assert_close(head.predict(x, METAS, None),
+                                   eager.predict(x, METAS, None),
+                                   rtol=1e-4, atol=1e-5)
