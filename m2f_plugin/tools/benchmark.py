@@ -275,6 +275,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exc()
         print(f'{key:40s} {json.dumps(R[key])}', flush=True)
         if device == 'cuda':
+            # only the model under test may sit on the GPU: peak memory is
+            # max_memory_allocated, which would count the others' weights
+            for m in models.values():
+                m.to('cpu')
             torch.cuda.empty_cache()
 
     from m2f_plugin.converters import convert_mmseg_state_dict
