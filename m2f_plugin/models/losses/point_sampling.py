@@ -8,25 +8,32 @@ from ..layers.point_sample import point_sample
 
 __all__ = ['point_sample', 'uncertain_point_coords']
 
+# Candidate points scored at once by ``uncertain_point_coords``: bounds the
+# (m, S, 2) candidates and their scores (~30 bytes a candidate) while keeping
+# the chunks, and so the kernel launches, few.
+CANDIDATE_BUDGET = 2**22
+
 
 @torch.no_grad()
 def uncertain_point_coords(mask_logits: Tensor, num_points: int,
                            oversample_ratio: float,
                            importance_sample_ratio: float,
-                           chunk: int = 64) -> Tensor:
+                           budget: int = CANDIDATE_BUDGET) -> Tensor:
     """Points chosen where the mask is least certain, plus random coverage.
 
     ``num_points * oversample_ratio`` random points are scored by ``-|logit|``;
     the ``importance_sample_ratio`` most uncertain are kept and the rest are
-    fresh uniform points. Masks are processed ``chunk`` at a time so that the
-    (M, S, 2) candidates never exist for all masks at once.
+    fresh uniform points. Masks are scored in chunks of about ``budget``
+    candidate points, so that the (M, S, 2) candidates never exist for all
+    masks at once; the uniform points of all masks are drawn in one call.
+    Each chunk writes straight into the (M, P, 2) result (no concatenation).
 
     Args:
         mask_logits: (M, 1, H, W).
         num_points: P.
         oversample_ratio: Candidates per point.
         importance_sample_ratio: Share of P chosen by uncertainty.
-        chunk: Masks per chunk.
+        budget: Candidate points per chunk (``budget // S`` masks, >= 1).
 
     Returns:
         (M, P, 2) coordinates in [0, 1].
@@ -35,17 +42,20 @@ def uncertain_point_coords(mask_logits: Tensor, num_points: int,
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
     device = mask_logits.device
-    out = []
-    for part in mask_logits.split(chunk):
+    num_masks = mask_logits.shape[0]
+    out = torch.empty(num_masks, num_points, 2, device=device)
+    if num_masks == 0:
+        return out
+    chunk = max(1, budget // max(num_sampled, 1))
+    for start in range(0, num_masks, chunk):
+        part = mask_logits[start:start + chunk]
         m = part.shape[0]
         coords = torch.rand(m, num_sampled, 2, device=device)
         uncertainty = -point_sample(part, coords)[:, 0].abs()  # (m, S)
         idx = uncertainty.topk(num_uncertain, dim=1).indices
-        coords = coords.gather(1, idx[..., None].expand(-1, -1, 2))
-        if num_random > 0:
-            coords = torch.cat(
-                (coords, torch.rand(m, num_random, 2, device=device)), dim=1)
-        out.append(coords)
-    if not out:
-        return mask_logits.new_zeros(0, num_points, 2)
-    return torch.cat(out)
+        torch.gather(coords, 1, idx[..., None].expand(-1, -1, 2),
+                     out=out[start:start + m, :num_uncertain])
+    if num_random > 0:
+        out[:, num_uncertain:] = torch.rand(num_masks, num_random, 2,
+                                            device=device)
+    return out

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ...structures import MaskTargets
 from ..layers.point_sample import point_sample, sample_class_indicator
-from .match_costs import class_cost, dice_cost, sigmoid_bce_cost
+from .match_costs import class_cost, mask_costs
 
 __all__ = ['M2FHungarianMatcher', 'Match']
 
@@ -52,22 +52,43 @@ class M2FHungarianMatcher:
             mask_logits: (B, Q, H, W).
             targets: Padded targets with G columns.
         """
-        batch = mask_logits.shape[0]
-        with torch.autocast(mask_logits.device.type, enabled=False):
-            coords = torch.rand(batch, self.num_points, 2,
-                                device=mask_logits.device)
-            pred = point_sample(mask_logits.float(), coords)  # (B, Q, P)
-            g = targets.labels.shape[1]
-            img_idx = torch.arange(batch, device=coords.device)
-            gt = sample_class_indicator(
-                targets.sem_seg, img_idx.repeat_interleave(g),
-                targets.labels.flatten(),
-                coords.repeat_interleave(g, dim=0)).view(batch, g, -1)
-            cost = (self.cost_class * class_cost(cls_logits, targets.labels) +
-                    self.cost_mask * sigmoid_bce_cost(pred, gt) +
-                    self.cost_dice * dice_cost(pred, gt))
+        cost = self._costs([cls_logits], [mask_logits], targets)[0]
         # never hand scipy a non-finite matrix ("cost matrix is infeasible")
         return torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
+
+    def _costs(self, all_cls_logits: Sequence[Tensor],
+               all_mask_logits: Sequence[Tensor],
+               targets: MaskTargets) -> Tensor:
+        """Total costs of S prediction sets, (S, B, Q, G) float32, unclamped.
+
+        Each set has its own P random points per image. The targets of all
+        sets are sampled in one ``sample_class_indicator`` call and the class
+        costs in one softmax; the BCE and Dice costs need one (B, 2Q, P)
+        product per set (``mask_costs``).
+        """
+        num_sets = len(all_cls_logits)
+        batch = targets.labels.shape[0]
+        device = all_mask_logits[0].device
+        with torch.autocast(device.type, enabled=False):
+            # one draw for all sets; 3-D like the per-set draws of
+            # (B, P, 2) it replaces (the fixed-point test hooks key on it)
+            coords = torch.rand(num_sets * batch, self.num_points, 2,
+                                device=device)
+            # row s * B + b: image b of set s, with image b's G targets
+            labels = targets.labels.repeat(num_sets, 1)  # (S * B, G)
+            img_idx = torch.arange(batch, device=device).repeat(num_sets)
+            gt = sample_class_indicator(targets.sem_seg, img_idx, labels,
+                                        coords)  # (S * B, G, P)
+            # (S * B, Q, G), weighted, for all sets at once
+            costs = self.cost_class * class_cost(
+                torch.cat(list(all_cls_logits)), labels)
+            for s, mask_logits in enumerate(all_mask_logits):
+                rows = slice(s * batch, (s + 1) * batch)
+                pred = point_sample(mask_logits.float(), coords[rows])
+                bce, dice = mask_costs(pred, gt[rows])  # (B, Q, G) each
+                costs[rows].add_(bce, alpha=self.cost_mask).add_(
+                    dice, alpha=self.cost_dice)
+        return costs.view(num_sets, batch, *costs.shape[1:])
 
     @torch.no_grad()
     def __call__(self, all_cls_logits: Sequence[Tensor],
@@ -88,10 +109,9 @@ class M2FHungarianMatcher:
         if targets.total == 0:
             empty = torch.zeros(0, dtype=torch.long, device=device)
             return [(empty, empty, empty)] * num_sets
-        costs = torch.stack([
-            self.cost_matrix(c, m, targets)
-            for c, m in zip(all_cls_logits, all_mask_logits)
-        ])  # (S, B, Q, G)
+        costs = self._costs(all_cls_logits, all_mask_logits, targets)
+        # never hand scipy a non-finite matrix ("cost matrix is infeasible")
+        costs = costs.nan_to_num_(nan=1e8, posinf=1e8, neginf=-1e8)
         costs = costs.cpu().numpy()  # the one device -> host transfer
         per_set = []
         for s in range(num_sets):

@@ -1,11 +1,22 @@
-"""Batched pairwise match costs between Q predictions and G targets."""
+"""Batched pairwise match costs between Q predictions and G targets.
+
+The BCE and Dice costs are (B, Q, P) x (B, P, G) products with a long
+reduction (P = 12544 points) and a tiny output. Both are computed from one
+product per prediction set (``mask_costs``), through ``splitk_bmm`` so that
+the reduction is split across the GPU instead of running on a handful of
+thread blocks. Everything is float32: half precision overflows the costs.
+"""
 from __future__ import annotations
+
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['class_cost', 'sigmoid_bce_cost', 'dice_cost']
+from ..layers.splitk_bmm import splitk_bmm
+
+__all__ = ['class_cost', 'sigmoid_bce_cost', 'dice_cost', 'mask_costs']
 
 
 def class_cost(cls_logits: Tensor, labels: Tensor) -> Tensor:
@@ -23,6 +34,77 @@ def class_cost(cls_logits: Tensor, labels: Tensor) -> Tensor:
     return -prob.gather(2, index)
 
 
+def _product(rows: Tensor, targets: Tensor) -> Tensor:
+    """``rows @ targets^T`` in float32, reduction split on CUDA.
+
+    Args:
+        rows: (B, M, P) float32.
+        targets: (B, G, P) float32.
+
+    Returns:
+        (B, M, G).
+    """
+    # float32 even under autocast: bmm would otherwise run in half precision
+    with torch.autocast(rows.device.type, enabled=False):
+        return splitk_bmm(rows, targets.transpose(1, 2))
+
+
+def _bce(neg_x_dot_t: Tensor, logits: Tensor) -> Tensor:
+    """Mean BCE from ``(-x) @ t^T``.
+
+    ``softplus(-x) t + softplus(x) (1 - t) = softplus(x) - x t``, so the
+    cost is ``(sum_p softplus(x) - x @ t^T) / P``: one product instead of two.
+
+    Args:
+        neg_x_dot_t: (B, Q, G) ``(-x) @ t^T``.
+        logits: (B, Q, P) float32 ``x``.
+    """
+    neg_sum = F.softplus(logits).sum(-1)  # (B, Q)
+    return (neg_x_dot_t + neg_sum[..., None]) / logits.shape[-1]
+
+
+def _dice(p_dot_t: Tensor, p_sum: Tensor, t_sum: Tensor,
+          eps: float) -> Tensor:
+    """``1 - (2 p.t + eps) / (|p| + |t| + eps)``.
+
+    Args:
+        p_dot_t: (B, Q, G).
+        p_sum: (B, Q).
+        t_sum: (B, G).
+        eps: Smoothing.
+    """
+    numerator = 2 * p_dot_t
+    denominator = p_sum[:, :, None] + t_sum[:, None, :]
+    return 1 - (numerator + eps) / (denominator + eps)
+
+
+def mask_costs(logits: Tensor, targets: Tensor,
+               eps: float = 1.0) -> Tuple[Tensor, Tensor]:
+    """Sigmoid BCE and Dice costs together, from ONE (B, 2Q, P) product.
+
+    ``[-x ; sigmoid(x)]`` is stacked along the query axis and multiplied once
+    with the targets (instead of three products: two for BCE, one for Dice).
+
+    Args:
+        logits: (B, Q, P) mask logits at the sampled points.
+        targets: (B, G, P) in [0, 1].
+        eps: Dice smoothing.
+
+    Returns:
+        ``(bce, dice)``, each (B, Q, G) float32, as ``sigmoid_bce_cost`` and
+        ``dice_cost``.
+    """
+    x, t = logits.float(), targets.float()
+    b, q, p = x.shape
+    rows = x.new_empty(b, 2 * q, p)
+    torch.neg(x, out=rows[:, :q])
+    prob = torch.sigmoid(x, out=rows[:, q:])
+    prod = _product(rows, t)  # (B, 2Q, G)
+    bce = _bce(prod[:, :q], x)
+    dice = _dice(prod[:, q:], prob.sum(-1), t.sum(-1), eps)
+    return bce, dice
+
+
 def sigmoid_bce_cost(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean sigmoid BCE over points for every (prediction, target) pair.
 
@@ -33,12 +115,8 @@ def sigmoid_bce_cost(logits: Tensor, targets: Tensor) -> Tensor:
     Returns:
         (B, Q, G).
     """
-    logits, targets = logits.float(), targets.float()
-    pos = F.softplus(-logits)  # BCE against 1
-    neg = F.softplus(logits)  # BCE against 0
-    cost = torch.einsum('bqp,bgp->bqg', pos, targets) + torch.einsum(
-        'bqp,bgp->bqg', neg, 1 - targets)
-    return cost / logits.shape[-1]
+    x, t = logits.float(), targets.float()
+    return _bce(_product(-x, t), x)
 
 
 def dice_cost(logits: Tensor, targets: Tensor, eps: float = 1.0) -> Tensor:
@@ -54,6 +132,4 @@ def dice_cost(logits: Tensor, targets: Tensor, eps: float = 1.0) -> Tensor:
     """
     p = logits.float().sigmoid()
     t = targets.float()
-    numerator = 2 * torch.einsum('bqp,bgp->bqg', p, t)
-    denominator = p.sum(-1)[:, :, None] + t.sum(-1)[:, None, :]
-    return 1 - (numerator + eps) / (denominator + eps)
+    return _dice(_product(p, t), p.sum(-1), t.sum(-1), eps)
