@@ -59,11 +59,11 @@ def test_matcher_and_losses_compute_in_float32_under_autocast(
     seen = {'cost_inputs': [], 'cost_out': [], 'loss_inputs': [],
             'head_out': []}
 
-    real_cost = hungarian_matcher.sigmoid_bce_cost
+    real_cost = hungarian_matcher.mask_costs
 
     def spy_cost(logits, targets):
         out = real_cost(logits, targets)
-        seen['cost_out'].append(out.dtype)
+        seen['cost_out'] += [o.dtype for o in out]
         return out
 
     real_point_sample = hungarian_matcher.point_sample
@@ -72,7 +72,7 @@ def test_matcher_and_losses_compute_in_float32_under_autocast(
         seen['cost_inputs'].append(masks.dtype)
         return real_point_sample(masks, coords)
 
-    monkeypatch.setattr(hungarian_matcher, 'sigmoid_bce_cost', spy_cost)
+    monkeypatch.setattr(hungarian_matcher, 'mask_costs', spy_cost)
     monkeypatch.setattr(hungarian_matcher, 'point_sample', spy_point_sample)
     head = model.decode_head
     for loss in (head.criterion.loss_cls, head.criterion.loss_mask,
