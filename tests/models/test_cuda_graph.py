@@ -32,7 +32,38 @@ def test_cpu_runs_eagerly_and_copies():
 
 
 @cuda
-@pytest.mark.parametrize('impl', ['mmcv', 'pytorch'])
+def test_pytorch_msda_runs_eagerly():
+    """mmcv's PyTorch MSDA syncs with the host: no capture, same output."""
+    pd = dict(type='M2FPixelDecoder', num_layers=2, num_heads=4, ffn_dims=64,
+              num_groups=8, msda_impl='pytorch')
+    head = tiny_head(cuda_graph=True, pixel_decoder=pd).cuda().eval()
+    eager = tiny_head(pixel_decoder=pd).cuda().eval()
+    eager.load_state_dict(head.state_dict())
+    x = [f.cuda() for f in feats(1)]
+    with torch.no_grad():
+        torch.testing.assert_close(head.predict(x, METAS, None),
+                                   eager.predict(x, METAS, None))
+    assert head._graphed.disabled and not head._graphed._entries
+
+
+@cuda
+def test_failed_capture_falls_back_to_eager():
+    from m2f_plugin.models.heads.cuda_graph import GraphedInference
+    lin = torch.nn.Linear(4, 4).cuda()
+
+    def syncs(x):
+        return [lin(x) * float(x.sum())]  # float(): a host sync
+
+    graphed = GraphedInference(lin, syncs)
+    x = torch.randn(2, 4, device='cuda')
+    with torch.no_grad():
+        torch.testing.assert_close(graphed(x)[0], syncs(x)[0])
+        assert graphed.disabled
+        torch.testing.assert_close(graphed(x * 2)[0], syncs(x * 2)[0])
+
+
+@cuda
+@pytest.mark.parametrize('impl', ['mmcv', 'triton'])
 def test_graph_replays_match_eager(impl):
     pd = dict(type='M2FPixelDecoder', num_layers=2, num_heads=4, ffn_dims=64,
               num_groups=8, msda_impl=impl)

@@ -61,6 +61,7 @@ class GraphedInference:
         self.max_graphs = max_graphs
         self._entries: Dict[Tuple, _Entry] = {}
         self._warned = False
+        self.disabled = False  # set when a capture fails
 
     def __getstate__(self) -> dict:
         # graphs cannot be copied or pickled (deepcopy for EMA, torch.save):
@@ -82,6 +83,8 @@ class GraphedInference:
                 None if params is None else params.data_ptr())
 
     def __call__(self, *tensors: Tensor) -> List[Tensor]:
+        if self.disabled:
+            return list(self.fn(*tensors))
         key = self._signature(tensors)
         entry = self._entries.get(key)
         if entry is None:
@@ -95,7 +98,14 @@ class GraphedInference:
                         level=logging.WARNING)
                     self._warned = True
                 return list(self.fn(*tensors))
-            entry = self._capture(tensors)
+            try:
+                entry = self._capture(tensors)
+            except RuntimeError as err:  # e.g. a host sync inside fn
+                self.disabled = True
+                print_log(f'cuda_graph: capture failed, running eagerly from '
+                          f'now on: {str(err).splitlines()[0]}',
+                          logger='current', level=logging.WARNING)
+                return list(self.fn(*tensors))
             self._entries[key] = entry
         for dst, src in zip(entry.inputs, tensors):
             dst.copy_(src)

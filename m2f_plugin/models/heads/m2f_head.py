@@ -214,12 +214,28 @@ class M2FHead(BaseDecodeHead):
                 test_cfg: ConfigType) -> Tensor:
         """Per-class logits (B, K, H, W) at the size mmseg's heads return."""
         if (self.cuda_graph and inputs[0].is_cuda and
-                not torch.is_grad_enabled() and not torch.jit.is_tracing()):
+                not torch.is_grad_enabled() and not torch.jit.is_tracing() and
+                self._graph_safe()):
             cls_logits, mask_logits = self._graphed(*inputs)
         else:
             cls_logits, mask_logits = self._decode_last(*inputs)
         return self.predict_by_feat((cls_logits, mask_logits),
                                     batch_img_metas)
+
+    def _graph_safe(self) -> bool:
+        """mmcv's PyTorch deformable attention reads the level sizes on the
+        host (a sync), which a CUDA graph cannot capture."""
+        impls = {getattr(m, 'impl', None) for m in self.pixel_decoder.modules()
+                 if type(m).__name__ == 'MSDeformAttn'}
+        if 'pytorch' in impls:
+            if not self._graphed.disabled:
+                self._graphed.disabled = True
+                print_log("M2FHead: cuda_graph needs msda_impl 'mmcv' or "
+                          "'triton' on CUDA ('pytorch' syncs with the host); "
+                          'running eagerly', logger='current',
+                          level=logging.WARNING)
+            return False
+        return True
 
     def _decode_last(self, *inputs: Tensor) -> List[Tensor]:
         """Last prediction set only: [(B, Q, K + 1), (B, Q, H/4, W/4)]."""
