@@ -14,22 +14,25 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     > "$OUT/pytest_gpu.log" 2>&1
   tail -3 "$OUT/pytest_gpu.log"
 fi
-for part in ${PARTS:-train bf16 infer}; do
+for part in ${PARTS:-train bf16 infer profile}; do
   case $part in
-    train) timeout 240 $B --only train --amp fp32 --out "$OUT/train.json" --ours-triton \
-        --variant "math:decode_head.transformer_decoder.cross_attn_impl='math'" \
+    train) timeout 300 $B --only train --amp fp32 --out "$OUT/train.json" --ours-triton \
         --variant "cp:decode_head.pixel_decoder.with_cp=True" \
-        --variant "cptri:decode_head.pixel_decoder.with_cp=True;decode_head.pixel_decoder.msda_impl='triton'" \
+        --variant "cpall:decode_head.pixel_decoder.with_cp=True;decode_head.transformer_decoder.with_cp=True" \
+        --variant "lean:backbone.with_cp=True;decode_head.pixel_decoder.with_cp=True;decode_head.transformer_decoder.with_cp=True" \
         > "$OUT/train.log" 2>&1 ;;
-    bf16) timeout 120 $B --only train --amp bf16 --batches 8 2 --no-builtin --out "$OUT/bf16.json" \
-        --variant "cptri:decode_head.pixel_decoder.with_cp=True;decode_head.pixel_decoder.msda_impl='triton'" \
+    bf16) timeout 150 $B --only train --amp bf16 --batches 8 2 --no-builtin --out "$OUT/bf16.json" \
+        --variant "cpalltri:decode_head.pixel_decoder.with_cp=True;decode_head.transformer_decoder.with_cp=True;decode_head.pixel_decoder.msda_impl='triton'" \
         > "$OUT/bf16.log" 2>&1 ;;
     infer) timeout 150 $B --only infer --out "$OUT/infer.json" \
         --variant "graph:decode_head.cuda_graph=True" \
-        --variant "graphtri:decode_head.cuda_graph=True;decode_head.pixel_decoder.msda_impl='triton'" \
         > "$OUT/infer.log" 2>&1 ;;
+    profile) timeout 120 python3 -m m2f_plugin.tools.profile --out "$OUT/prof" --which ours \
+        --mode train --batch 2 8 --steps 3 > "$OUT/profile.log" 2>&1
+        grep -E "^(==|wall|  memory)" "$OUT/profile.log"
+        (cd "$OUT" && tar czf prof.tgz prof && rm -rf prof) ;;
   esac
-  grep -E "^(train|infer|msda)_" "$OUT/$part.log" | python3 -c "
+  [ -f "$OUT/$part.log" ] && [ "$part" != profile ] && grep -E "^(train|infer|msda)_" "$OUT/$part.log" | python3 -c "
 import sys, json
 for line in sys.stdin:
     k, _, v = line.partition(' ')
