@@ -125,12 +125,15 @@ def profile_one(which: str, mode: str, batch: int, size, amp: Optional[str],
             torch.cuda.synchronize()
         wall = (time.perf_counter() - t0) / steps
     events = prof.events()
+    # device-side events, without the stage labels' GPU-side copies
     kernels = [e for e in events
-               if e.device_type == torch.autograd.DeviceType.CUDA]
+               if e.device_type == torch.autograd.DeviceType.CUDA and
+               not e.name.startswith('stage::')]
     gpu_us = sum(e.time_range.elapsed_us() for e in kernels) / steps
-    stages = {}
+    stages: Dict[str, Dict] = {}
     for e in prof.key_averages():
-        if e.key.startswith('stage::'):
+        # a label appears twice (host and device rows): keep the host one
+        if e.key.startswith('stage::') and e.cpu_time_total > 0:
             stages[e.key[7:]] = dict(
                 host_ms=e.cpu_time_total / 1e3 / steps,
                 calls=e.count // steps)
