@@ -242,6 +242,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='subset of: train infer op')
     parser.add_argument('--batches', nargs='*', type=int, default=[2, 8])
     parser.add_argument('--amp', nargs='*', default=['fp32', 'bf16', 'fp16'])
+    parser.add_argument('--infer-amp', nargs='*', default=['fp32'],
+                        help='inference precisions (ours only beyond fp32)')
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--msda-impls', nargs='*', default=['mmcv', 'pytorch'])
@@ -309,11 +311,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if 'infer' in parts:
         sizes = [size] if small else [(512, 512), (1024, 2048)]
         for s in sizes:
-            for which in variants:
-                models[which].load_state_dict(states[which])
-                record(f'infer_{which}_{s[0]}x{s[1]}_b1_fp32',
-                       lambda w=which, s=s: bench_infer(
-                           models[w], 1, s, device, None, warmup, iters))
+            for amp in args.infer_amp:
+                for which in variants:
+                    if amp != 'fp32' and which == 'builtin':
+                        continue  # mmcv's op: no bf16, slow fp16
+                    models[which].load_state_dict(states[which])
+                    record(f'infer_{which}_{s[0]}x{s[1]}_b1_{amp}',
+                           lambda w=which, s=s, a=amp: bench_infer(
+                               models[w], 1, s, device,
+                               None if a == 'fp32' else a, warmup, iters))
     if 'op' in parts:
         for b in ([2] if small else [2, 16]):
             for dt in ([torch.float32] if small else
