@@ -82,9 +82,10 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
         up = F.grid_sample(masks, grid.expand(batch, -1, -1, -1),
                            mode='bilinear', padding_mode='border',
                            align_corners=align_corners).sigmoid_()
-        # (B, K, Q) @ (B, Q, rows*W) -> this band of the output
-        out[:, :, top * width:(top + len(band)) * width] = torch.bmm(
-            probs_t, up.flatten(2))
+        # (B, K, Q) @ (B, Q, rows*W) -> this band of the output, written in
+        # place (a strided output cuBLAS takes as is: no temporary, no copy)
+        torch.bmm(probs_t, up.flatten(2),
+                  out=out[:, :, top * width:(top + len(band)) * width])
     return out.view(batch, num_classes, height, width)
 
 
