@@ -39,7 +39,7 @@ NO_DECAY_NAMES = ('query_embed', 'query_feat', 'level_embed', 'pos_embed',
 DATASETS = {'ADE20KDataset': (150, [(512, 512), (640, 640)]),
             'CityscapesDataset': (19, [(512, 1024)])}
 # config folders whose optimizers follow ``_expected_lr_wd``
-MINE = ('mask2former', 'mask2former_mit', 'mask2former_vit')
+MINE = ('mask2former', 'mask2former_mit', 'mask2former_vit', 'mask2former_fast')
 MIT_B0 = 'mask2former_mit/mask2former_mit-b0_8xb2-160k_ade20k-512x512.py'
 MIT_B5 = 'mask2former_mit/mask2former_mit-b5_8xb2-160k_ade20k-512x512.py'
 VIT_B = 'mask2former_vit/mask2former_vit-b16-mln_8xb2-160k_ade20k-512x512.py'
@@ -378,3 +378,29 @@ def test_one_training_step(rel):
     bb_grad = torch.stack([p.grad.norm() for n, p in trainable
                            if n.startswith('backbone.')]).norm()
     assert bb_grad > 0
+
+
+def test_fast_configs_switch_on_their_options():
+    """The low-memory and CUDA-graph variants differ from the R50 config
+    only by their switches, and the switches reach the modules."""
+    base = Config.fromfile(osp.join(CONFIGS, R50_ADE))
+    for name, expect in (
+            ('mask2former_r50-lowmem_8xb2-160k_ade20k-512x512.py',
+             dict(cp=True, graph=False)),
+            ('mask2former_r50-graph_8xb2-160k_ade20k-512x512.py',
+             dict(cp=False, graph=True))):
+        cfg = Config.fromfile(osp.join(CONFIGS, 'mask2former_fast', name))
+        model = MODELS.build(_model_cfg(cfg))
+        head = model.decode_head
+        assert model.backbone.with_cp is expect['cp']
+        assert head.pixel_decoder.with_cp is expect['cp']
+        assert head.transformer_decoder.with_cp is expect['cp']
+        assert head.cuda_graph is expect['graph']
+        ours, ref = _flat(cfg.to_dict()), _flat(base.to_dict())
+        changed = {k for k in set(ours) | set(ref)
+                   if ours.get(k) != ref.get(k)}
+        assert changed <= {'model.backbone.with_cp',
+                           'model.decode_head.pixel_decoder.with_cp',
+                           'model.decode_head.transformer_decoder.with_cp',
+                           'model.decode_head.cuda_graph',
+                           'model.decode_head.max_graphs'}, changed
