@@ -21,3 +21,31 @@ def test_benchmark_smoke_writes_all_sections(tmp_path):
     assert abs(a - b) / a < 0.02, (a, b)
     assert r['infer_ours_64x64_b1_fp32']['img_per_s'] > 0
     assert r['msda_b2_float32']['mmcv']['fwd_us'] > 0
+
+
+def test_benchmark_variants_apply_config_overrides():
+    name, overrides = benchmark.parse_variant(
+        "lean:backbone.with_cp=True;decode_head.pixel_decoder.msda_impl='triton'")
+    assert name == 'lean'
+    assert overrides == {'backbone.with_cp': True,
+                         'decode_head.pixel_decoder.msda_impl': 'triton'}
+    cfg = {'backbone': {'with_cp': False},
+           'decode_head': {'pixel_decoder': {'msda_impl': 'mmcv'}}}
+    benchmark._override(cfg, overrides)
+    assert cfg['backbone']['with_cp'] is True
+    assert cfg['decode_head']['pixel_decoder']['msda_impl'] == 'triton'
+
+
+def test_profile_smoke_reports_stages(tmp_path):
+    from m2f_plugin.tools import profile
+    assert profile.main(['--smoke', '--out', str(tmp_path), '--which', 'ours',
+                         '--mode', 'train', '--steps', '1',
+                         '--warmup', '0']) == 0
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert len(summary) == 1 and summary[0]['which'] == 'ours'
+    stages = summary[0]['stages']
+    for stage in ('backbone', 'pixel_decoder', 'transformer_decoder',
+                  'criterion', 'backward', 'optimizer'):
+        assert stages[stage]['host_ms'] > 0, stage
+    text = (tmp_path / 'ours_train_b2_fp32.txt').read_text()
+    assert 'by host self time' in text and 'stage backward' in text
