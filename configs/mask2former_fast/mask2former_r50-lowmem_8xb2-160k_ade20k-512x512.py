@@ -1,7 +1,7 @@
 # Mask2Former R50 on ADE20K with activation checkpointing everywhere: the same
 # model, schedule and results as ../mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py,
 # about 0.36x the built-in's training memory at batch 8 (0.50x at batch 2) for
-# ~20-35% more time per step (H100, docs/perf.md).
+# ~35-50% more time per step than the default config (H100, docs/perf.md).
 _base_ = ['../mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py']
 model = dict(
     backbone=dict(with_cp=True),
