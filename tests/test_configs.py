@@ -403,4 +403,8 @@ def test_fast_configs_switch_on_their_options():
                            'model.decode_head.pixel_decoder.with_cp',
                            'model.decode_head.transformer_decoder.with_cp',
                            'model.decode_head.cuda_graph',
-                           'model.decode_head.max_graphs'}, changed
+                           'model.decode_head.max_graphs',
+                           'model.test_cfg.mode', 'model.test_cfg.crop_size',
+                           'model.test_cfg.stride'}, changed
+        if expect['graph']:  # fixed-size windows: one graph serves all
+            assert cfg.model.test_cfg.mode == 'slide'

@@ -20,7 +20,7 @@ import json
 import statistics
 import time
 import traceback
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -65,14 +65,19 @@ def _override(cfg, overrides: Optional[Dict[str, object]]) -> None:
         node[last] = value
 
 
-def parse_variant(text: str):
+def parse_variant(text: str) -> Tuple[str, Dict[str, object]]:
     """``NAME:key=value;key=value`` -> (NAME, {key: value}); values are
     Python literals (``True``, ``'triton'``, ``3``)."""
     import ast
-    name, _, rest = text.partition(':')
+    name, sep, rest = text.partition(':')
+    if not sep or not name or not rest:
+        raise ValueError(f'--variant {text!r}: expected NAME:key=value[;...], '
+                         "e.g. cp:decode_head.pixel_decoder.with_cp=True")
     overrides = {}
     for item in filter(None, rest.split(';')):
-        key, _, value = item.partition('=')
+        key, eq, value = item.partition('=')
+        if not eq:
+            raise ValueError(f'--variant {text!r}: {item!r} has no "="')
         overrides[key.strip()] = ast.literal_eval(value.strip())
     return name, overrides
 
@@ -241,8 +246,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--only', nargs='*', default=None,
                         help='subset of: train infer op')
     parser.add_argument('--batches', nargs='*', type=int, default=[2, 8])
-    parser.add_argument('--amp', nargs='*', default=['fp32', 'bf16', 'fp16'])
+    parser.add_argument('--amp', nargs='*', default=['fp32', 'bf16', 'fp16'],
+                        choices=['fp32', 'bf16', 'fp16'])
     parser.add_argument('--infer-amp', nargs='*', default=['fp32'],
+                        choices=['fp32', 'bf16', 'fp16'],
                         help='inference precisions (ours only beyond fp32)')
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=5)
@@ -265,7 +272,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     batches = [2] if small else args.batches
     parts = args.only or ['train', 'infer', 'op']
     result: Dict = dict(device=torch.cuda.get_device_name()
-                        if device == 'cuda' else 'cpu',
+                        if device.startswith('cuda') else 'cpu',
                         torch=torch.__version__, size=size, results={})
     R = result['results']
 
@@ -276,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             R[key] = dict(error=repr(err)[:300])
             traceback.print_exc()
         print(f'{key:40s} {json.dumps(R[key])}', flush=True)
-        if device == 'cuda':
+        if device.startswith('cuda'):
             # only the model under test may sit on the GPU: peak memory is
             # max_memory_allocated, which would count the others' weights
             for m in models.values():
@@ -286,6 +293,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from m2f_plugin.converters import convert_mmseg_state_dict
     extra = dict(parse_variant(v) for v in args.variant)
     if args.ours_triton:
+        if 'triton' in extra:
+            raise ValueError("--ours-triton adds a variant named 'triton'; "
+                             'rename yours')
         extra['triton'] = {'decode_head.pixel_decoder.msda_impl': 'triton'}
     variants = ['builtin', 'ours'] + [f'ours_{n}' for n in extra]
     models = {w: build(w.split('_')[0], num_classes, small,

@@ -5,7 +5,9 @@ Mask2Former (same model builder and synthetic batch as
 ``m2f_plugin.tools.benchmark``) and writes, per run, a text report with:
 
 * host wall time, GPU kernel time and kernel launches per step (a step whose
-  GPU time is far below its wall time is bound by the host);
+  GPU time is far below its wall time is bound by the host; the wall time is
+  taken under the profiler, which adds host overhead, so "% busy" is a lower
+  bound);
 * time per stage (backbone, pixel decoder, transformer decoder, criterion,
   backward, optimizer) from ``record_function`` labels;
 * the top operators by GPU time and by host self time;
@@ -170,14 +172,16 @@ def _report(r: Dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Command line: see the module docstring; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='profile')
     parser.add_argument('--which', nargs='*', default=['ours', 'builtin'])
     parser.add_argument('--mode', nargs='*', default=['train'],
-                        help='train and/or infer')
+                        choices=['train', 'infer'])
     parser.add_argument('--batch', nargs='*', type=int, default=[2])
     parser.add_argument('--size', nargs=2, type=int, default=None)
-    parser.add_argument('--amp', nargs='*', default=['fp32'])
+    parser.add_argument('--amp', nargs='*', default=['fp32'],
+                        choices=['fp32', 'bf16', 'fp16'])
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--smoke', action='store_true', help='tiny CPU run')

@@ -31,6 +31,76 @@ def test_cpu_runs_eagerly_and_copies():
     pickle.loads(pickle.dumps(head._graphed))  # graphs are never pickled
 
 
+def test_moves_reloads_and_training_drop_graphs_and_caches():
+    """Graphs read parameters and cached tensors by address: anything that
+    may move them drops the graphs; training drops the per-size caches."""
+    head = tiny_head(cuda_graph=True).eval()
+    with torch.no_grad():
+        head.predict(feats(1), METAS, None)  # fills the decoders' caches
+    assert head.pixel_decoder._geometry_cache
+    for action in (lambda: head.float(), lambda: head.to('cpu'),
+                   lambda: head.load_state_dict(head.state_dict()),
+                   lambda: head.train()):
+        head._graphed._entries['fake'] = object()
+        action()
+        assert not head._graphed._entries
+    assert not head.pixel_decoder._geometry_cache
+    assert not head.pixel_decoder.pos_encoding._cache
+
+
+def test_signature_separates_modes():
+    head = tiny_head(cuda_graph=True).eval()
+    x = feats(1)
+    sig = head._graphed._signature
+    plain = sig(x)
+    with torch.inference_mode():
+        assert sig(x) != plain
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert sig(x) != plain
+    head.train()
+    assert sig(x) != plain
+
+
+def test_caches_made_in_inference_mode_allow_checkpointed_training():
+    """Sizes first seen under inference_mode are cached as normal tensors,
+    so a checkpointed training step at that size can save them."""
+    from tests.conftest import make_label_maps, seg_data_samples
+    head = tiny_head(
+        pixel_decoder=dict(type='M2FPixelDecoder', num_layers=2, num_heads=4,
+                           ffn_dims=64, num_groups=8, with_cp=True),
+        transformer_decoder=dict(type='M2FMaskedTransformerDecoder',
+                                 num_layers=3, num_heads=4, ffn_dims=64,
+                                 with_cp=True)).eval()
+    with torch.inference_mode():
+        head.predict(feats(2), METAS, None)
+    for m in head.modules():  # train mode without train(): caches stay
+        m.training = True
+    losses = head.loss(feats(2),
+                       seg_data_samples(make_label_maps(2, 64, 64, 5)), None)
+    sum(losses.values()).backward()
+
+
+@cuda
+def test_graph_survives_leaving_autocast():
+    """Captured under one autocast context, replayed under a later one after
+    the allocator reused memory: same as eager (autocast's weight-cast cache
+    is off during capture, so the graph casts the weights itself)."""
+    head = tiny_head(cuda_graph=True).cuda().eval()
+    eager = tiny_head().cuda().eval()
+    eager.load_state_dict(head.state_dict())
+    x = [f.cuda() for f in feats(1)]
+    with torch.no_grad():
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            head.predict(x, METAS, None)  # capture
+        torch.cuda.empty_cache()
+        junk = [torch.full((1 << 20,), 1e4, device='cuda') for _ in range(64)]
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            got = head.predict(x, METAS, None)
+            want = eager.predict(x, METAS, None)
+        del junk
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
 @cuda
 def test_pytorch_msda_runs_eagerly():
     """mmcv's PyTorch MSDA syncs with the host: no capture, same output."""

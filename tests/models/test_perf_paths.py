@@ -161,3 +161,21 @@ def test_decoder_last_only_equals_last_set():
     assert len(cls) == len(masks) == 4 and len(cls1) == len(masks1) == 1
     torch.testing.assert_close(cls1[0], cls[-1])
     torch.testing.assert_close(masks1[0], masks[-1])
+
+
+def test_semantic_logits_keeps_gradients():
+    """The in-place band writes are used only without autograd; with it the
+    bands are assigned, and gradients equal the one-shot formula's."""
+    from m2f_plugin.models.heads import semantic_logits
+    g = torch.Generator().manual_seed(0)
+    grads = []
+    for chunk in (100, 0):
+        cls = torch.randn(2, 5, 7, generator=g.manual_seed(0),
+                          requires_grad=True)
+        masks = torch.randn(2, 5, 8, 8, generator=g.manual_seed(1),
+                            requires_grad=True)
+        out = semantic_logits(cls, masks, (32, 24), chunk=chunk)
+        (out * torch.linspace(0, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append((cls.grad, masks.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])

@@ -2,10 +2,13 @@
 
 At batch 1 the decoders launch ~800 small kernels per image and the GPU waits
 on the host between them; a captured graph launches them all at once. Graphs
-are captured per input signature (shapes, dtype, autocast state, parameter
-storage) and reused; inputs are copied into the graph's static buffers and the
-outputs are cloned out, so callers never see a buffer the next call
-overwrites.
+are captured per input signature (shapes, dtype, autocast state, inference
+mode, train/eval) and reused; inputs are copied into the graph's static
+buffers and the outputs are cloned out, so callers never see a buffer the next
+call overwrites. The owner must drop the graphs whenever its parameters move
+or are replaced (``M2FHead`` does, in ``_apply`` and on state-dict loads).
+
+Not thread-safe: one graph's static buffers are shared by all callers.
 """
 from __future__ import annotations
 
@@ -76,13 +79,17 @@ class GraphedInference:
 
     def _signature(self, tensors: Sequence[Tensor]) -> Tuple:
         device = tensors[0].device
+        # parameter storage as a cheap guard; moves and reloads also clear
         params = next(self.owner.parameters(), None)
         return (tuple((t.shape, t.dtype, t.device) for t in tensors),
                 torch.is_autocast_enabled(device.type),
                 torch.get_autocast_dtype(device.type),
+                torch.is_inference_mode_enabled(), self.owner.training,
                 None if params is None else params.data_ptr())
 
     def __call__(self, *tensors: Tensor) -> List[Tensor]:
+        """Run ``fn`` on ``tensors``, replaying (capturing first if new) the
+        graph of their signature; returns fresh copies of the outputs."""
         if self.disabled:
             return list(self.fn(*tensors))
         key = self._signature(tensors)
@@ -113,16 +120,26 @@ class GraphedInference:
         return [t.clone() for t in entry.outputs]
 
     def _capture(self, tensors: Sequence[Tensor]) -> _Entry:
+        device = tensors[0].device.type
         static = [t.detach().clone() for t in tensors]
-        # warm up on a side stream (lazy inits, cuDNN/cuBLAS handles, the
-        # modules' caches) as torch.cuda.graph's documentation asks
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self.fn(*static)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            outputs = list(self.fn(*static))
+        # autocast's weight-cast cache must be off: with it, the capture
+        # would read the cached half-precision weights, which autocast frees
+        # when its outermost context exits (before the next replay)
+        autocast = torch.autocast(
+            device, dtype=torch.get_autocast_dtype(device),
+            enabled=torch.is_autocast_enabled(device), cache_enabled=False)
+        with autocast:
+            # warm up on a side stream (lazy inits, cuDNN/cuBLAS handles, the
+            # modules' caches) as torch.cuda.graph's documentation asks
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.fn(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: CUDA calls of other threads (data-loader pinning)
+            # do not invalidate the capture
+            with torch.cuda.graph(graph, capture_error_mode='thread_local'):
+                outputs = list(self.fn(*static))
         return _Entry(graph, static, outputs, _module_caches(self.owner))

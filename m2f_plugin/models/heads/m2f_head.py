@@ -75,6 +75,8 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
         1, chunk // max(1, batch * num_queries * width))
     out = probs.new_empty(batch, num_classes, height * width)
     probs_t = probs.transpose(1, 2)  # (B, K, Q)
+    needs_grad = torch.is_grad_enabled() and (probs.requires_grad or
+                                              masks.requires_grad)
     for top in range(0, height, rows):
         band = gy[top:top + rows]
         grid = torch.stack(torch.broadcast_tensors(gx[None, :], band[:, None]),
@@ -83,9 +85,13 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
                            mode='bilinear', padding_mode='border',
                            align_corners=align_corners).sigmoid_()
         # (B, K, Q) @ (B, Q, rows*W) -> this band of the output, written in
-        # place (a strided output cuBLAS takes as is: no temporary, no copy)
-        torch.bmm(probs_t, up.flatten(2),
-                  out=out[:, :, top * width:(top + len(band)) * width])
+        # place (a strided output cuBLAS takes as is: no temporary, no copy);
+        # out= has no autograd, so with gradients assign the band instead
+        cols = slice(top * width, (top + len(band)) * width)
+        if needs_grad:
+            out[:, :, cols] = torch.bmm(probs_t, up.flatten(2))
+        else:
+            torch.bmm(probs_t, up.flatten(2), out=out[:, :, cols])
     return out.view(batch, num_classes, height, width)
 
 
@@ -244,11 +250,22 @@ class M2FHead(BaseDecodeHead):
         return [all_cls[-1], all_masks[-1]]
 
     def train(self, mode: bool = True) -> 'M2FHead':
-        """Also drops captured inference graphs when training resumes (their
-        memory pools would sit idle)."""
+        """Also drops captured inference graphs and the decoders' per-size
+        caches when training resumes (validation sizes would sit idle)."""
         if mode:
             self._graphed.clear()
+            for m in self.modules():
+                for name in ('_cache', '_geometry_cache'):
+                    cache = getattr(m, name, None)
+                    if isinstance(cache, dict):
+                        cache.clear()
         return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to() / .cuda() / .half() / channels_last may move parameters that
+        # captured graphs read: capture again
+        self._graphed.clear()
+        return super()._apply(fn, *args, **kwargs)
 
     def predict_by_feat(self, seg_logits: Tuple[Tensor, Tensor],
                         batch_img_metas: List[dict]) -> Tensor:
@@ -295,6 +312,8 @@ class M2FHead(BaseDecodeHead):
         Keys in the built-in layout are renamed to ours on the fly (the same
         rules as ``m2f_plugin.converters``), with one log line.
         """
+        # load_state_dict(assign=True) replaces parameters: capture again
+        self._graphed.clear()
         self._drop_mismatched_class_head(state_dict, prefix)
         if is_mmseg_mask2former(state_dict, prefix):
             head = {k: state_dict.pop(k) for k in list(state_dict)

@@ -1,7 +1,7 @@
 """Class and mask predictions from decoder queries."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -19,11 +19,14 @@ class _MaskLogits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, embed: Tensor, feats: Tensor) -> Tensor:
+        """embed (B, Q, C), feats (B, C, HW) -> (B, Q, HW)."""
         ctx.save_for_backward(embed, feats)
         return torch.bmm(embed, feats)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor],
+                                              Optional[Tensor]]:
+        """grad (B, Q, HW) -> grads of embed (split-K) and feats."""
         embed, feats = ctx.saved_tensors
         grad_embed = grad_feats = None
         if ctx.needs_input_grad[0]:

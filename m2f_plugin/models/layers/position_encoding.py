@@ -43,7 +43,10 @@ class SinePositionEncoding2d(nn.Module):
         key = (height, width, device, dtype)
         pos = self._cache.get(key)
         if pos is None or torch.jit.is_tracing():
-            pos = self._encode(height, width, device).to(dtype)
+            # a normal tensor even under inference_mode: a cached inference
+            # tensor could not be saved for backward by a later training step
+            with torch.inference_mode(False):
+                pos = self._encode(height, width, device).to(dtype)
             if not torch.jit.is_tracing():
                 if len(self._cache) >= 16:  # many sizes (slide, TTA): bound
                     self._cache.clear()

@@ -19,9 +19,12 @@ __all__ = ['splitk_bmm']
 
 
 def _auto_splits(batch: int, m: int, n: int, k: int) -> int:
-    """Enough pieces for ~128 output tiles of 64 x 64, each >= 512 deep."""
+    """Enough pieces for ~128 output tiles of 64 x 64, each >= 512 deep; 1
+    (plain bmm) when fewer than 4 pieces would do: splitting copies the left
+    operand, which only pays when it multiplies the parallelism."""
     tiles = batch * -(-m // 64) * -(-n // 64)
-    return max(1, min(128 // max(tiles, 1), k // 512))
+    splits = max(1, min(128 // max(tiles, 1), k // 512))
+    return splits if splits >= 4 else 1
 
 
 def splitk_bmm(a: Tensor, b: Tensor, splits: int = 0) -> Tensor:

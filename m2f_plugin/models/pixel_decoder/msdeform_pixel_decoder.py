@@ -139,13 +139,16 @@ class M2FPixelDecoder(nn.Module):
         cached = self._geometry_cache.get(key)
         if cached is not None and not torch.jit.is_tracing():
             return cached
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long,
-                                         device=device)
-        sizes = [h * w for h, w in shapes]
-        level_start_index = torch.as_tensor([0] + sizes[:-1],
-                                            device=device).cumsum(0)
-        out = (spatial_shapes, level_start_index,
-               self._reference_points(shapes, device))
+        # normal tensors even under inference_mode (they are cached and may
+        # be saved for backward by a later, checkpointed training step)
+        with torch.inference_mode(False):
+            spatial_shapes = torch.as_tensor(shapes, dtype=torch.long,
+                                             device=device)
+            sizes = [h * w for h, w in shapes]
+            level_start_index = torch.as_tensor([0] + sizes[:-1],
+                                                device=device).cumsum(0)
+            out = (spatial_shapes, level_start_index,
+                   self._reference_points(shapes, device))
         if not torch.jit.is_tracing():
             if len(self._geometry_cache) >= 16:  # many input sizes: bound it
                 self._geometry_cache.clear()
