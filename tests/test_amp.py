@@ -90,7 +90,7 @@ def test_matcher_and_losses_compute_in_float32_under_autocast(
     real_criterion = set_criterion.SetCriterion.forward
 
     def spy_criterion(self, all_cls, all_masks, targets):
-        seen['head_out'] += [t.dtype for t in all_cls + all_masks]
+        seen['head_out'] += [t.dtype for t in list(all_cls) + list(all_masks)]
         return real_criterion(self, all_cls, all_masks, targets)
 
     monkeypatch.setattr(set_criterion.SetCriterion, 'forward', spy_criterion)

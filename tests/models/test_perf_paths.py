@@ -6,8 +6,8 @@ import torch
 
 from m2f_plugin.models.decoder import M2FMaskedTransformerDecoder
 from m2f_plugin.models.decoder.attention import MultiheadAttention
-from m2f_plugin.models.heads.prediction_head import _MaskLogits
 from m2f_plugin.models.layers import SinePositionEncoding2d, splitk_bmm
+from m2f_plugin.models.layers.mask_logits import _MaskLogits
 from m2f_plugin.models.pixel_decoder import M2FPixelDecoder
 
 

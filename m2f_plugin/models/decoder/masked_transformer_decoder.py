@@ -1,7 +1,7 @@
 """Mask2Former's transformer decoder: learnable queries, masked attention."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmseg.registry import MODELS
@@ -9,7 +9,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..heads.prediction_head import MaskClassPredictor
-from ..layers import SinePositionEncoding2d
+from ..layers import MaskLogitSets, SinePositionEncoding2d
+from ..layers.mask_logits import mask_logits_product
 from .attention_mask import attend_mask_from_logits
 from .decoder_layer import MaskedDecoderLayer
 
@@ -77,7 +78,8 @@ class M2FMaskedTransformerDecoder(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, memories: Sequence[Tensor], mask_features: Tensor,
-                last_only: bool = False) -> Tuple[List[Tensor], List[Tensor]]:
+                last_only: bool = False, lazy_masks: bool = False
+                ) -> Tuple[List[Tensor], Union[List[Tensor], MaskLogitSets]]:
         """Decode.
 
         Args:
@@ -87,14 +89,22 @@ class M2FMaskedTransformerDecoder(nn.Module):
                 earlier (B, Q, H, W) masks are freed as soon as the next
                 layer's attention mask is made, instead of living until the
                 end (0.5 GB at 1024x2048).
+            lazy_masks: Return the masks as ``MaskLogitSets`` (training): the
+                (B, Q, H, W) logits are made without gradients, only for the
+                next layer's attention mask, and freed; the loss multiplies
+                out what it reads from the embeddings.
 
         Returns:
             cls_logits: ``num_layers + 1`` tensors (B, Q, K + 1), or 1.
-            mask_logits: ``num_layers + 1`` tensors (B, Q, H, W), or 1.
+            mask_logits: ``num_layers + 1`` tensors (B, Q, H, W), or 1; a
+                ``MaskLogitSets`` of them if ``lazy_masks``.
         """
         if len(memories) != self.num_levels:
             raise ValueError(f'decoder expects {self.num_levels} memory levels, '
                              f'got {len(memories)}')
+        if last_only and lazy_masks:
+            raise ValueError('last_only (inference) and lazy_masks (training) '
+                             'exclude each other; pass one of them')
         batch = mask_features.shape[0]
         tokens, pos, sizes = [], [], []
         for i, memory in enumerate(memories):
@@ -110,20 +120,41 @@ class M2FMaskedTransformerDecoder(nn.Module):
         query = self.query_feat.weight.unsqueeze(0).expand(batch, -1, -1)
         query_pos = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)
 
-        cls_logits, mask_logits = self.predictor(query, mask_features)
-        all_cls, all_masks = [cls_logits], [mask_logits]
+        def predict(query: Tensor, next_level: int) -> Optional[Tensor]:
+            """Append one set; the mask logits for the next attention mask
+            (``next_level`` < 0: none follows)."""
+            if not lazy_masks:
+                cls_logits, mask_logits = self.predictor(query, mask_features)
+                all_cls.append(cls_logits)
+                all_masks.append(mask_logits)
+            else:  # logits only for the attention mask: no gradient, freed
+                cls_logits, mask_embed = self.predictor.classify_and_embed(
+                    query)
+                all_cls.append(cls_logits)
+                all_masks.append(mask_embed)
+                if next_level < 0:
+                    return None
+                with torch.no_grad():
+                    mask_logits = mask_logits_product(mask_embed,
+                                                      mask_features)
+            if next_level < 0:
+                return None
+            return attend_mask_from_logits(mask_logits, sizes[next_level])
+
+        all_cls, all_masks = [], []
+        attend = predict(query, 0)
         for i, layer in enumerate(self.layers):
             level = i % self.num_levels
-            attend = attend_mask_from_logits(mask_logits, sizes[level])
             if self.with_cp and self.training and torch.is_grad_enabled():
                 query = checkpoint(layer, query, tokens[level], query_pos,
                                    pos[level], attend, use_reentrant=False)
             else:
                 query = layer(query, tokens[level], query_pos, pos[level],
                               attend)
-            cls_logits, mask_logits = self.predictor(query, mask_features)
-            all_cls.append(cls_logits)
-            all_masks.append(mask_logits)
+            last = i == len(self.layers) - 1
+            attend = predict(query, -1 if last else (i + 1) % self.num_levels)
             if last_only:
                 del all_cls[0], all_masks[0]
+        if lazy_masks:
+            return all_cls, MaskLogitSets(all_masks, mask_features)
         return all_cls, all_masks

@@ -192,13 +192,16 @@ class M2FHead(BaseDecodeHead):
             oversample_ratio=oversample_ratio,
             importance_sample_ratio=importance_sample_ratio)
 
-    def forward(self, inputs: Sequence[Tensor], last_only: bool = False
-                ) -> Tuple[List[Tensor], List[Tensor]]:
+    def forward(self, inputs: Sequence[Tensor], last_only: bool = False,
+                lazy_masks: bool = False
+                ) -> Tuple[List[Tensor], Sequence[Tensor]]:
         """Run both decoders.
 
         Args:
             inputs: Backbone maps, fine to coarse, each (B, C_i, H_i, W_i).
             last_only: Return only the last prediction set (inference).
+            lazy_masks: Return the masks as a ``MaskLogitSets`` (training;
+                see ``M2FMaskedTransformerDecoder``).
 
         Returns:
             cls_logits: S tensors (B, Q, K + 1) (1 if ``last_only``).
@@ -207,12 +210,14 @@ class M2FHead(BaseDecodeHead):
         feats = self._transform_inputs(inputs)
         mask_features, memories = self.pixel_decoder(feats)
         return self.transformer_decoder(memories, mask_features,
-                                        last_only=last_only)
+                                        last_only=last_only,
+                                        lazy_masks=lazy_masks)
 
     def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
         """Losses of all prediction sets (keys as mmdet's Mask2Former)."""
-        all_cls, all_masks = self.forward(inputs)
+        # masks as embeddings x features: no (B, Q, H, W) set keeps gradients
+        all_cls, all_masks = self.forward(inputs, lazy_masks=True)
         targets = sem_seg_to_masks(self._stack_batch_gt(batch_data_samples),
                                    self.num_classes, self.ignore_index)
         return self.criterion(all_cls, all_masks, targets)

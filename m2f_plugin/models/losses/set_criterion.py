@@ -8,6 +8,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ...structures import MaskTargets
+from ..layers.mask_logits import MaskLogitSets
 from ..layers.point_sample import point_sample, sample_class_indicator
 from ..matcher import M2FHungarianMatcher, Match
 from .class_loss import M2FClassLoss
@@ -70,12 +71,14 @@ class SetCriterion(nn.Module):
 
         Args:
             all_cls_logits: S tensors (B, Q, K + 1).
-            all_mask_logits: S tensors (B, Q, H, W).
+            all_mask_logits: S tensors (B, Q, H, W), or a ``MaskLogitSets``
+                (the head's training path: only the matched queries' masks
+                are multiplied out with gradients).
             targets: Padded per-image targets.
         """
         matches = self.matcher(all_cls_logits, all_mask_logits, targets)
         num_sets = len(all_cls_logits)
-        device = all_mask_logits[0].device
+        device = all_cls_logits[0].device
         # normaliser: targets averaged over ranks, kept on the device (no sync)
         num_masks = _mean_over_ranks(
             torch.tensor(float(targets.total), device=device)).clamp(min=1)
@@ -111,10 +114,14 @@ class SetCriterion(nn.Module):
         (S * M, 1, H, W).
         """
         num_sets = len(all_mask_logits)
+        if isinstance(all_mask_logits, MaskLogitSets):
+            src = all_mask_logits.matched(matches, targets.labels.shape[1])
+        else:
+            src = torch.cat([m[b, q] for m, (b, q, _) in
+                             zip(all_mask_logits, matches)])
         # float32 before sampling: half-precision grid coordinates would
         # misplace points and the losses must be float32 anyway
-        src = torch.cat([m[b, q] for m, (b, q, _) in
-                         zip(all_mask_logits, matches)]).float()[:, None]
+        src = src.float()[:, None]
         with torch.no_grad():
             coords = uncertain_point_coords(src, self.num_points,
                                             self.oversample_ratio,

@@ -68,7 +68,7 @@ class M2FHungarianMatcher:
         """
         num_sets = len(all_cls_logits)
         batch = targets.labels.shape[0]
-        device = all_mask_logits[0].device
+        device = all_cls_logits[0].device
         with torch.autocast(device.type, enabled=False):
             # one draw for all sets; 3-D like the per-set draws of
             # (B, P, 2) it replaces (the fixed-point test hooks key on it)
@@ -82,9 +82,10 @@ class M2FHungarianMatcher:
             # (S * B, Q, G), weighted, for all sets at once
             costs = self.cost_class * class_cost(
                 torch.cat(list(all_cls_logits)), labels)
-            for s, mask_logits in enumerate(all_mask_logits):
+            for s in range(num_sets):
                 rows = slice(s * batch, (s + 1) * batch)
-                pred = point_sample(mask_logits.float(), coords[rows])
+                # a MaskLogitSets multiplies the set out here, transiently
+                pred = point_sample(all_mask_logits[s].float(), coords[rows])
                 bce, dice = mask_costs(pred, gt[rows])  # (B, Q, G) each
                 costs[rows].add_(bce, alpha=self.cost_mask).add_(
                     dice, alpha=self.cost_dice)
@@ -98,14 +99,18 @@ class M2FHungarianMatcher:
 
         Args:
             all_cls_logits: S tensors (B, Q, K + 1).
-            all_mask_logits: S tensors (B, Q, H, W).
+            all_mask_logits: S tensors (B, Q, H, W), or a ``MaskLogitSets``
+                (each set is then multiplied out in turn).
             targets: Padded targets.
 
         Returns:
             S matches ``(batch_idx, query_idx, target_idx)``.
         """
-        device = all_mask_logits[0].device
+        device = all_cls_logits[0].device
         num_sets = len(all_cls_logits)
+        if len(all_mask_logits) != num_sets:
+            raise ValueError(f'{num_sets} class sets but {len(all_mask_logits)}'
+                             ' mask sets: pass one of each per prediction set')
         if targets.total == 0:
             empty = torch.zeros(0, dtype=torch.long, device=device)
             return [(empty, empty, empty)] * num_sets
