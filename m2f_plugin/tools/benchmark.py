@@ -51,6 +51,9 @@ def _timed(fn: Callable[[], object], warmup: int, iters: int,
                max_s=max(times))
     if device.startswith('cuda'):
         out['peak_mb'] = torch.cuda.max_memory_allocated() / 2**20
+        # CUDA graphs reuse their pools without the allocator: only the
+        # reserved peak sees those buffers
+        out['reserved_mb'] = torch.cuda.max_memory_reserved() / 2**20
     return out
 
 
@@ -162,12 +165,14 @@ def bench_train(model, batch: int, size, num_classes: int, device: str,
         if not first:
             first.update({k: float(v) for k, v in losses.items()})
             first['loss'] = float(loss)
-        opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
         scaler.step(opt)
         scaler.update()
+        # after the step, as mmengine's OptimWrapper.update_params: the
+        # gradients are not alive during the next forward
+        opt.zero_grad(set_to_none=True)
 
     torch.manual_seed(0)
     out = _timed(step, warmup, iters, device)

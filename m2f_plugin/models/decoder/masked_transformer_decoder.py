@@ -51,6 +51,7 @@ class M2FMaskedTransformerDecoder(nn.Module):
                  cross_attn_impl: str = 'auto', with_cp: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
+        self._rng = dropout > 0  # see MSDeformEncoder: no RNG state to keep
         self.num_levels = num_levels
         self.num_queries = num_queries
         self.input_projs = nn.ModuleList(
@@ -147,7 +148,8 @@ class M2FMaskedTransformerDecoder(nn.Module):
             level = i % self.num_levels
             if self.with_cp and self.training and torch.is_grad_enabled():
                 query = checkpoint(layer, query, tokens[level], query_pos,
-                                   pos[level], attend, use_reentrant=False)
+                                   pos[level], attend, use_reentrant=False,
+                                   preserve_rng_state=self._rng)
             else:
                 query = layer(query, tokens[level], query_pos, pos[level],
                               attend)

@@ -23,6 +23,7 @@ from ...converters import convert_mmseg_state_dict, is_mmseg_mask2former
 from ...structures import sem_seg_to_masks
 from ..losses import SetCriterion
 from .cuda_graph import GraphedInference
+from .cuda_graph_train import GraphedTraining
 
 __all__ = ['M2FHead', 'semantic_logits']
 
@@ -124,6 +125,10 @@ class M2FHead(BaseDecodeHead):
             bottleneck (small images, batch 1); each captured shape keeps a
             memory pool of the decoders' activations.
         max_graphs: Input shapes captured at most; others run eagerly.
+        cuda_graph_train: In training on CUDA, replay the decoders' forward
+            and backward as CUDA graphs (see ``GraphedTraining``): removes
+            most of the host's per-kernel cost, which bounds small batches.
+            Needs a fixed input size and one backward per forward.
         ignore_index: Unlabelled pixels' label.
         align_corners: For every resize.
         **kwargs: Passed to ``BaseDecodeHead``.
@@ -150,6 +155,7 @@ class M2FHead(BaseDecodeHead):
                  predict_chunk: int = 1 << 22,
                  cuda_graph: bool = False,
                  max_graphs: int = 4,
+                 cuda_graph_train: bool = False,
                  ignore_index: int = 255,
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None,
@@ -166,6 +172,8 @@ class M2FHead(BaseDecodeHead):
         self.predict_chunk = predict_chunk
         self.cuda_graph = cuda_graph
         self._graphed = GraphedInference(self, self._decode_last, max_graphs)
+        self.cuda_graph_train = cuda_graph_train
+        self._graphed_train = GraphedTraining(self)
 
         pixel_decoder = copy.deepcopy(dict(pixel_decoder))
         pixel_decoder.update(in_channels=in_channels, strides=list(strides),
@@ -217,7 +225,12 @@ class M2FHead(BaseDecodeHead):
              train_cfg: ConfigType) -> Dict[str, Tensor]:
         """Losses of all prediction sets (keys as mmdet's Mask2Former)."""
         # masks as embeddings x features: no (B, Q, H, W) set keeps gradients
-        all_cls, all_masks = self.forward(inputs, lazy_masks=True)
+        if (self.cuda_graph_train and inputs[0].is_cuda and
+                torch.is_grad_enabled() and self._graph_safe()):
+            all_cls, all_masks = self._graphed_train(
+                self._transform_inputs(inputs))
+        else:
+            all_cls, all_masks = self.forward(inputs, lazy_masks=True)
         targets = sem_seg_to_masks(self._stack_batch_gt(batch_data_samples),
                                    self.num_classes, self.ignore_index)
         return self.criterion(all_cls, all_masks, targets)
@@ -241,7 +254,7 @@ class M2FHead(BaseDecodeHead):
                  if type(m).__name__ == 'MSDeformAttn'}
         if 'pytorch' in impls:
             if not self._graphed.disabled:
-                self._graphed.disabled = True
+                self._graphed.disabled = self._graphed_train.disabled = True
                 print_log("M2FHead: cuda_graph needs msda_impl 'mmcv' or "
                           "'triton' on CUDA ('pytorch' syncs with the host); "
                           'running eagerly', logger='current',
@@ -257,6 +270,8 @@ class M2FHead(BaseDecodeHead):
     def train(self, mode: bool = True) -> 'M2FHead':
         """Also drops captured inference graphs and the decoders' per-size
         caches when training resumes (validation sizes would sit idle)."""
+        # training graphs hold a pool of activations: free it for validation
+        self._graphed_train.clear()
         if mode:
             self._graphed.clear()
             for m in self.modules():
@@ -270,6 +285,7 @@ class M2FHead(BaseDecodeHead):
         # .to() / .cuda() / .half() / channels_last may move parameters that
         # captured graphs read: capture again
         self._graphed.clear()
+        self._graphed_train.clear()
         return super()._apply(fn, *args, **kwargs)
 
     def predict_by_feat(self, seg_logits: Tuple[Tensor, Tensor],
@@ -319,6 +335,7 @@ class M2FHead(BaseDecodeHead):
         """
         # load_state_dict(assign=True) replaces parameters: capture again
         self._graphed.clear()
+        self._graphed_train.clear()
         self._drop_mismatched_class_head(state_dict, prefix)
         if is_mmseg_mask2former(state_dict, prefix):
             head = {k: state_dict.pop(k) for k in list(state_dict)

@@ -59,6 +59,9 @@ class MSDeformEncoder(nn.Module):
                  **layer_kwargs) -> None:
         super().__init__()
         self.with_cp = with_cp
+        # no dropout, no randomness: the recomputation need not replay the RNG
+        # (saving its state is a host call that CUDA-graph capture refuses)
+        self._rng = layer_kwargs.get('dropout', 0.0) > 0
         self.layers = nn.ModuleList(
             MSDeformEncoderLayer(**layer_kwargs) for _ in range(num_layers))
 
@@ -71,7 +74,8 @@ class MSDeformEncoder(nn.Module):
             if recompute:
                 query = checkpoint(layer, query, query_pos, reference_points,
                                    spatial_shapes, level_start_index,
-                                   use_reentrant=False)
+                                   use_reentrant=False,
+                                   preserve_rng_state=self._rng)
             else:
                 query = layer(query, query_pos, reference_points,
                               spatial_shapes, level_start_index)

@@ -210,7 +210,7 @@ class M2FPixelDecoder(nn.Module):
             feat = feats[num_inputs - self.num_levels - 1 - i]
             if recompute:  # stride-4 maps: ~6 tensors of (B, C, H/4, W/4)
                 y = checkpoint(_fpn_step, lateral, output, feat, y,
-                               use_reentrant=False)
+                               use_reentrant=False, preserve_rng_state=False)
             else:
                 y = _fpn_step(lateral, output, feat, y)
         return self.mask_proj(y), outs

@@ -1,0 +1,142 @@
+"""``M2FHead(cuda_graph_train=True)``: graphed training equals eager training.
+
+The CUDA tests run on a GPU machine (skipped here): losses and gradients of
+the head's parameters and of its inputs (the backbone's share) match the
+eager head step after step. The CPU tests check that the option is inert
+without CUDA, survives copying, and that moves, reloads and mode switches
+drop the graphs.
+"""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+from tests.conftest import make_label_maps, seg_data_samples
+from tests.models.test_head import feats, tiny_head
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                          reason='CUDA graphs need a GPU')
+
+
+def _pd(**kw):
+    return dict(type='M2FPixelDecoder', num_layers=2, num_heads=4,
+                ffn_dims=64, num_groups=8, **kw)
+
+
+def _td(**kw):
+    return dict(type='M2FMaskedTransformerDecoder', num_layers=3,
+                num_heads=4, ffn_dims=64, **kw)
+
+
+def _pair(device, pd=None, td=None):
+    """A graphed head and an eager twin with the same weights."""
+    kw = dict(pixel_decoder=pd or _pd(), transformer_decoder=td or _td())
+    head = tiny_head(cuda_graph_train=True, **kw).to(device).train()
+    eager = tiny_head(**kw).to(device).train()
+    eager.load_state_dict(head.state_dict())
+    return head, eager
+
+
+def _step(head, x, samples, seed):
+    """Loss and gradients (parameters, then inputs) of one step."""
+    head.zero_grad(set_to_none=True)
+    x = [f.detach().clone().requires_grad_() for f in x]
+    torch.manual_seed(seed)
+    losses = head.loss(x, samples, None)
+    total = sum(losses.values())
+    total.backward()
+    grads = [p.grad for p in head.parameters()] + [f.grad for f in x]
+    return total.detach(), grads
+
+
+def test_cpu_is_eager_and_graphs_are_dropped_and_never_copied():
+    head, eager = _pair('cpu')
+    samples = seg_data_samples(make_label_maps(2, 64, 64, 5, seed=1))
+    a, ga = _step(head, feats(), samples, 0)
+    b, gb = _step(eager, feats(), samples, 0)
+    torch.testing.assert_close(a, b)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y)
+    assert not head._graphed_train._entries
+    for action in (lambda: head.float(), lambda: head.train(),
+                   lambda: head.eval(),
+                   lambda: head.load_state_dict(head.state_dict())):
+        head._graphed_train._entries['fake'] = object()
+        action()
+        assert not head._graphed_train._entries
+    head._graphed_train._entries['fake'] = object()
+    assert copy.deepcopy(head)._graphed_train._entries == {}
+    assert pickle.loads(pickle.dumps(head._graphed_train))._entries == {}
+
+
+def test_signature_has_shapes_grad_flags_and_autocast():
+    head, _ = _pair('cpu')
+    sig = head._graphed_train._signature
+    x = feats()
+    plain = sig(x)
+    assert sig([f.requires_grad_() for f in feats()]) != plain
+    assert sig(feats(2, 96, 64)) != plain
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert sig(x) != plain
+
+
+@cuda
+@pytest.mark.parametrize('impl,with_cp', [('mmcv', False), ('triton', False),
+                                          ('mmcv', True)])
+def test_graphed_steps_match_eager(impl, with_cp):
+    head, eager = _pair('cuda', _pd(msda_impl=impl, with_cp=with_cp),
+                        _td(with_cp=with_cp))
+    samples = seg_data_samples(make_label_maps(2, 64, 64, 5, seed=1))
+    for s in samples:
+        s.gt_sem_seg.data = s.gt_sem_seg.data.cuda()
+    opt_g = torch.optim.SGD(head.parameters(), lr=0.1)
+    opt_e = torch.optim.SGD(eager.parameters(), lr=0.1)
+    for step in range(4):  # new inputs and updated weights every step
+        x = [f.cuda() * (step + 1) for f in feats()]
+        got, g_grads = _step(head, x, samples, step)
+        want, e_grads = _step(eager, x, samples, step)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        for a, b in zip(g_grads, e_grads):
+            if b is None:
+                assert a is None
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+        opt_g.step()
+        opt_e.step()
+    assert not head._graphed_train.disabled
+    assert len(head._graphed_train._entries) == 1
+    head.eval()
+    assert not head._graphed_train._entries
+
+
+@cuda
+def test_graphed_bf16_autocast_trains_finite_and_close():
+    head, eager = _pair('cuda')
+    samples = seg_data_samples(make_label_maps(2, 64, 64, 5, seed=1))
+    for s in samples:
+        s.gt_sem_seg.data = s.gt_sem_seg.data.cuda()
+    x = [f.cuda() for f in feats()]
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        got, _ = _step(head, x, samples, 0)
+        want, _ = _step(eager, x, samples, 0)
+        again, _ = _step(head, x, samples, 0)  # a replay
+    assert torch.isfinite(got) and torch.isfinite(again)
+    torch.testing.assert_close(got, want, rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(again, want, rtol=3e-2, atol=3e-2)
+    assert len(head._graphed_train._entries) == 1
+
+
+@cuda
+def test_pytorch_msda_trains_eagerly():
+    head, eager = _pair('cuda', _pd(msda_impl='pytorch'))
+    samples = seg_data_samples(make_label_maps(2, 64, 64, 5, seed=1))
+    for s in samples:
+        s.gt_sem_seg.data = s.gt_sem_seg.data.cuda()
+    x = [f.cuda() for f in feats()]
+    got, _ = _step(head, x, samples, 0)
+    want, _ = _step(eager, x, samples, 0)
+    torch.testing.assert_close(got, want)
+    assert head._graphed_train.disabled and not head._graphed_train._entries
