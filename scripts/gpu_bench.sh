@@ -26,6 +26,7 @@ for part in ${PARTS:-train bf16 infer profile}; do
         --variant "cp:decode_head.pixel_decoder.with_cp=True" \
         --variant "graph:decode_head.cuda_graph_train=True" \
         --variant "graphcp:decode_head.cuda_graph_train=True;decode_head.pixel_decoder.with_cp=True" \
+        --variant "graphcpall:decode_head.cuda_graph_train=True;decode_head.pixel_decoder.with_cp=True;decode_head.transformer_decoder.with_cp=True" \
         --variant "graphlean:backbone.with_cp=True;decode_head.cuda_graph_train=True;decode_head.pixel_decoder.with_cp=True;decode_head.transformer_decoder.with_cp=True" \
         > "$OUT/graph.log" 2>&1 ;;
     bf16) timeout 150 $B --only train --amp bf16 --batches 8 2 --no-builtin --out "$OUT/bf16.json" \

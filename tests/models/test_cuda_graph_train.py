@@ -102,8 +102,8 @@ def test_graphed_steps_match_eager(impl, with_cp):
         for a, b in zip(g_grads, e_grads):
             if b is None:
                 assert a is None
-            else:
-                torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+            else:  # mmcv's MSDA backward sums with atomics, in any order
+                torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
         opt_g.step()
         opt_e.step()
     assert not head._graphed_train.disabled

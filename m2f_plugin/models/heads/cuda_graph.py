@@ -142,4 +142,7 @@ class GraphedInference:
             # do not invalidate the capture
             with torch.cuda.graph(graph, capture_error_mode='thread_local'):
                 outputs = list(self.fn(*static))
+        # the side stream's cached blocks can serve no other stream: release
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         return _Entry(graph, static, outputs, _module_caches(self.owner))

@@ -139,5 +139,9 @@ class GraphedTraining:
                             cache_enabled=False):
             graphed = torch.cuda.make_graphed_callables(
                 module, sample, num_warmup_iters=3)
+        # the warm-up ran on a side stream: its cached blocks can serve no
+        # other stream and would stay reserved next to the graph's pool
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         # the graphs read the decoders' per-size caches: keep them alive
         return graphed, _module_caches(self.owner)
