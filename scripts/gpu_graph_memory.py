@@ -3,6 +3,8 @@
 For each variant: peak allocated, peak reserved, and the size of the CUDA
 graphs' private pools (from the allocator's snapshot) after a few steps.
 """
+import gc
+import os
 import sys
 
 import torch
@@ -38,13 +40,15 @@ def main(variants, batches):
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
             torch.cuda.synchronize()
-            print(f'{name} b{b}: peak_alloc {torch.cuda.max_memory_allocated() / 2**20:.0f} '
+            print(f'MEM {name} b{b}: peak_alloc {torch.cuda.max_memory_allocated() / 2**20:.0f} '
                   f'peak_reserved {torch.cuda.max_memory_reserved() / 2**20:.0f} '
                   f'now_alloc {torch.cuda.memory_allocated() / 2**20:.0f} pools(total,alloc) {pools()}',
                   flush=True)
+            model.cpu()  # drops the graphs
             del model, opt, losses
+            gc.collect()
             torch.cuda.empty_cache()
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:], [2, 8])
+    main(sys.argv[1:], [int(b) for b in os.environ.get('BATCHES', '2 8').split()])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import statistics
 import time
@@ -293,6 +294,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             # max_memory_allocated, which would count the others' weights
             for m in models.values():
                 m.to('cpu')
+            gc.collect()  # anything cyclic that still holds GPU memory
             torch.cuda.empty_cache()
 
     from m2f_plugin.converters import convert_mmseg_state_dict

@@ -77,6 +77,11 @@ class GraphedTraining:
 
     def clear(self) -> None:
         """Drop every graph (and its memory pool)."""
+        for module, _ in self._entries.values():
+            # make_graphed_callables sets module.forward to a closure over
+            # the module: break that cycle so the pool goes now, not at the
+            # next garbage collection
+            module.__dict__.pop('forward', None)
         self._entries.clear()
 
     def _eager(self, feats: Sequence[Tensor]
