@@ -386,16 +386,17 @@ def test_fast_configs_switch_on_their_options():
     base = Config.fromfile(osp.join(CONFIGS, R50_ADE))
     for name, expect in (
             ('mask2former_r50-lowmem_8xb2-160k_ade20k-512x512.py',
-             dict(cp=True, graph=False)),
+             dict(cp=True, head_cp=True, graph=False)),
             ('mask2former_r50-graph_8xb2-160k_ade20k-512x512.py',
-             dict(cp=False, graph=True))):
+             dict(cp=False, head_cp=True, graph=True))):
         cfg = Config.fromfile(osp.join(CONFIGS, 'mask2former_fast', name))
         model = MODELS.build(_model_cfg(cfg))
         head = model.decode_head
         assert model.backbone.with_cp is expect['cp']
-        assert head.pixel_decoder.with_cp is expect['cp']
-        assert head.transformer_decoder.with_cp is expect['cp']
+        assert head.pixel_decoder.with_cp is expect['head_cp']
+        assert head.transformer_decoder.with_cp is expect['head_cp']
         assert head.cuda_graph is expect['graph']
+        assert head.cuda_graph_train is expect['graph']
         ours, ref = _flat(cfg.to_dict()), _flat(base.to_dict())
         changed = {k for k in set(ours) | set(ref)
                    if ours.get(k) != ref.get(k)}
@@ -403,6 +404,7 @@ def test_fast_configs_switch_on_their_options():
                            'model.decode_head.pixel_decoder.with_cp',
                            'model.decode_head.transformer_decoder.with_cp',
                            'model.decode_head.cuda_graph',
+                           'model.decode_head.cuda_graph_train',
                            'model.decode_head.max_graphs',
                            'model.test_cfg.mode', 'model.test_cfg.crop_size',
                            'model.test_cfg.stride'}, changed
