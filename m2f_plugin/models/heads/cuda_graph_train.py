@@ -24,6 +24,7 @@ Not thread-safe.
 """
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Dict, List, Sequence, Tuple
 
@@ -76,13 +77,16 @@ class GraphedTraining:
         return state
 
     def clear(self) -> None:
-        """Drop every graph (and its memory pool)."""
+        """Drop every graph and release its memory pool now."""
+        if not self._entries:
+            return
         for module, _ in self._entries.values():
             # make_graphed_callables sets module.forward to a closure over
-            # the module: break that cycle so the pool goes now, not at the
-            # next garbage collection
+            # the module, and keeps the graphs in a per-call autograd
+            # Function class: both are reference cycles
             module.__dict__.pop('forward', None)
         self._entries.clear()
+        gc.collect()  # the pool goes now, not at some later collection
 
     def _eager(self, feats: Sequence[Tensor]
                ) -> Tuple[List[Tensor], MaskLogitSets]:
