@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from ..heads.prediction_head import MaskClassPredictor
 from ..layers import MaskLogitSets, SinePositionEncoding2d
 from ..layers.mask_logits import mask_logits_product
-from .attention_mask import attend_mask_from_logits
+from .attention_mask import attend_mask_from_embeddings, features_at
 from .decoder_layer import MaskedDecoderLayer
 
 __all__ = ['M2FMaskedTransformerDecoder']
@@ -87,13 +87,13 @@ class M2FMaskedTransformerDecoder(nn.Module):
             memories: L maps (B, C, H_l, W_l), coarse to fine.
             mask_features: (B, C_m, H, W).
             last_only: Keep only the last prediction set (inference): the
-                earlier (B, Q, H, W) masks are freed as soon as the next
-                layer's attention mask is made, instead of living until the
-                end (0.5 GB at 1024x2048).
-            lazy_masks: Return the masks as ``MaskLogitSets`` (training): the
-                (B, Q, H, W) logits are made without gradients, only for the
-                next layer's attention mask, and freed; the loss multiplies
-                out what it reads from the embeddings.
+                earlier sets' (B, Q, H, W) masks are never made.
+            lazy_masks: Return the masks as ``MaskLogitSets`` (training): no
+                (B, Q, H, W) logits are made here; the loss multiplies out
+                what it reads from the embeddings.
+
+        Attention masks are made from logits at each memory level's size
+        (``attend_mask_from_embeddings``), never from full-size ones.
 
         Returns:
             cls_logits: ``num_layers + 1`` tensors (B, Q, K + 1), or 1.
@@ -121,26 +121,26 @@ class M2FMaskedTransformerDecoder(nn.Module):
         query = self.query_feat.weight.unsqueeze(0).expand(batch, -1, -1)
         query_pos = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)
 
-        def predict(query: Tensor, next_level: int) -> Optional[Tensor]:
-            """Append one set; the mask logits for the next attention mask
-            (``next_level`` < 0: none follows)."""
-            if not lazy_masks:
-                cls_logits, mask_logits = self.predictor(query, mask_features)
-                all_cls.append(cls_logits)
-                all_masks.append(mask_logits)
-            else:  # logits only for the attention mask: no gradient, freed
-                cls_logits, mask_embed = self.predictor.classify_and_embed(
-                    query)
-                all_cls.append(cls_logits)
+        # attention masks come from logits made at each level's size
+        level_feats = [features_at(mask_features, size) for size in sizes]
+        num_sets = len(self.layers) + 1
+
+        def predict(query: Tensor, index: int) -> Optional[Tensor]:
+            """Append set ``index``; return the attention mask of layer
+            ``index`` (None after the last layer)."""
+            cls_logits, mask_embed = self.predictor.classify_and_embed(query)
+            all_cls.append(cls_logits)
+            if lazy_masks:
                 all_masks.append(mask_embed)
-                if next_level < 0:
-                    return None
-                with torch.no_grad():
-                    mask_logits = mask_logits_product(mask_embed,
-                                                      mask_features)
-            if next_level < 0:
+            elif not last_only or index == num_sets - 1:
+                all_masks.append(mask_logits_product(mask_embed,
+                                                     mask_features))
+            else:  # inference: earlier sets only mask the next layer
+                all_masks.append(None)
+            if index == num_sets - 1:
                 return None
-            return attend_mask_from_logits(mask_logits, sizes[next_level])
+            return attend_mask_from_embeddings(
+                mask_embed, level_feats[index % self.num_levels])
 
         all_cls, all_masks = [], []
         attend = predict(query, 0)
@@ -153,8 +153,7 @@ class M2FMaskedTransformerDecoder(nn.Module):
             else:
                 query = layer(query, tokens[level], query_pos, pos[level],
                               attend)
-            last = i == len(self.layers) - 1
-            attend = predict(query, -1 if last else (i + 1) % self.num_levels)
+            attend = predict(query, i + 1)
             if last_only:
                 del all_cls[0], all_masks[0]
         if lazy_masks:
