@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 PLUGIN_MODELS = ['M2FHead', 'M2FPixelDecoder', 'M2FMaskedTransformerDecoder',
-                 'M2FClassLoss', 'M2FPointBCELoss', 'M2FPointDiceLoss']
+                 'M2FClassLoss', 'M2FPointBCELoss', 'M2FPointDiceLoss',
+                 'M2FResNet']
 PLUGIN_TASK_UTILS = ['M2FHungarianMatcher']
 
 

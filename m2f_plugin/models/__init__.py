@@ -1,4 +1,5 @@
 """Mask2Former's modules; importing registers them in mmseg's registries."""
+from .backbones import M2FResNet
 from .decoder import M2FMaskedTransformerDecoder
 from .heads import M2FHead
 from .losses import M2FClassLoss, M2FPointBCELoss, M2FPointDiceLoss
@@ -7,4 +8,4 @@ from .pixel_decoder import M2FPixelDecoder
 
 __all__ = ['M2FClassLoss', 'M2FHead', 'M2FHungarianMatcher',
            'M2FMaskedTransformerDecoder', 'M2FPixelDecoder', 'M2FPointBCELoss',
-           'M2FPointDiceLoss']
+           'M2FPointDiceLoss', 'M2FResNet']
