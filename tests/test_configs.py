@@ -117,7 +117,7 @@ def _backbone_channels(model: nn.Module) -> List[int]:
         return [c.conv.out_channels for c in model.neck.convs]
     bb = model.backbone
     name = type(bb).__name__
-    if name == 'ResNet':
+    if name in ('ResNet', 'M2FResNet'):
         last = [getattr(bb, n)[-1] for n in bb.res_layers]  # last block
         return [(b.conv3 if hasattr(b, 'conv3') else b.conv2).out_channels
                 for b in last]
@@ -386,21 +386,24 @@ def test_fast_configs_switch_on_their_options():
     base = Config.fromfile(osp.join(CONFIGS, R50_ADE))
     for name, expect in (
             ('mask2former_r50-lowmem_8xb2-160k_ade20k-512x512.py',
-             dict(cp=True, head_cp=True, graph=False)),
+             dict(stages=(0, 1), pixel_cp=True, dec_cp=False, graph=False)),
             ('mask2former_r50-graph_8xb2-160k_ade20k-512x512.py',
-             dict(cp=False, head_cp=True, graph=True))):
+             dict(stages=(), pixel_cp=True, dec_cp=True, graph=True))):
         cfg = Config.fromfile(osp.join(CONFIGS, 'mask2former_fast', name))
         model = MODELS.build(_model_cfg(cfg))
         head = model.decode_head
-        assert model.backbone.with_cp is expect['cp']
-        assert head.pixel_decoder.with_cp is expect['head_cp']
-        assert head.transformer_decoder.with_cp is expect['head_cp']
+        bb = model.backbone
+        assert [i for i, name in enumerate(bb.res_layers)
+                if all(b.with_cp for b in getattr(bb, name))] == list(
+                    expect['stages'])
+        assert head.pixel_decoder.with_cp is expect['pixel_cp']
+        assert head.transformer_decoder.with_cp is expect['dec_cp']
         assert head.cuda_graph is expect['graph']
         assert head.cuda_graph_train is expect['graph']
         ours, ref = _flat(cfg.to_dict()), _flat(base.to_dict())
         changed = {k for k in set(ours) | set(ref)
                    if ours.get(k) != ref.get(k)}
-        assert changed <= {'model.backbone.with_cp',
+        assert changed <= {'model.backbone.type', 'model.backbone.cp_stages',
                            'model.decode_head.pixel_decoder.with_cp',
                            'model.decode_head.transformer_decoder.with_cp',
                            'model.decode_head.cuda_graph',
