@@ -149,3 +149,17 @@ def test_pytorch_msda_trains_eagerly():
     want, _ = _step(eager, x, samples, 0)
     torch.testing.assert_close(got, want)
     assert head._graphed_train.disabled and not head._graphed_train._entries
+
+
+def test_eager_fallback_equals_the_heads_training_forward():
+    """After a failed capture the decoders run eagerly through the same
+    flat-output module the graphs capture: same sets as ``head.forward``."""
+    head, _ = _pair('cpu')
+    x = feats()
+    cls, sets = head._graphed_train._eager(head._transform_inputs(x))
+    ref_cls, ref_sets = head(x, lazy_masks=True)
+    assert len(cls) == len(sets) == len(ref_sets) == 4
+    for a, b in zip(cls, ref_cls):
+        torch.testing.assert_close(a, b)
+    for s in range(4):
+        torch.testing.assert_close(sets[s], ref_sets[s])

@@ -55,6 +55,13 @@ class _Decoders(nn.Module):
         return (*all_cls, *sets.embeds, sets.features)
 
 
+def _unflatten(outs: Sequence[Tensor]) -> Tuple[List[Tensor], MaskLogitSets]:
+    """``_Decoders``' flat outputs -> (S class logits, ``MaskLogitSets``)."""
+    num_sets = (len(outs) - 1) // 2
+    return (list(outs[:num_sets]),
+            MaskLogitSets(list(outs[num_sets:2 * num_sets]), outs[-1]))
+
+
 class GraphedTraining:
     """Training forward + backward of a head's decoders, graphed per signature.
 
@@ -90,9 +97,11 @@ class GraphedTraining:
 
     def _eager(self, feats: Sequence[Tensor]
                ) -> Tuple[List[Tensor], MaskLogitSets]:
-        mask_features, memories = self.owner.pixel_decoder(list(feats))
-        return self.owner.transformer_decoder(memories, mask_features,
-                                              lazy_masks=True)
+        return _unflatten(self._decoders()(*feats))
+
+    def _decoders(self) -> _Decoders:
+        return _Decoders(self.owner.pixel_decoder,
+                         self.owner.transformer_decoder)
 
     def _signature(self, feats: Sequence[Tensor]) -> Tuple:
         device = feats[0].device.type
@@ -129,16 +138,12 @@ class GraphedTraining:
                           logger='current', level=logging.WARNING)
                 return self._eager(feats)
             self._entries[key] = entry
-        outs = entry[0](*feats)
-        num_sets = (len(outs) - 1) // 2
-        return (list(outs[:num_sets]),
-                MaskLogitSets(list(outs[num_sets:2 * num_sets]), outs[-1]))
+        return _unflatten(entry[0](*feats))
 
     def _capture(self, feats: Sequence[Tensor]
                  ) -> Tuple[nn.Module, List[object]]:
         device = feats[0].device.type
-        module = _Decoders(self.owner.pixel_decoder,
-                           self.owner.transformer_decoder)
+        module = self._decoders()
         sample = tuple(f.detach().clone().requires_grad_(f.requires_grad)
                        for f in feats)
         # autocast's weight-cast cache must be off (make_graphed_callables
