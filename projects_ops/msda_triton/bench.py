@@ -10,7 +10,10 @@ Shapes are the pixel decoder's at a 512 x 512 input: levels 64x64, 32x32,
 16x16 (strides 8/16/32, N_q = N_v = 5376), heads 8, C_h 32, L 3, P 4.
 
 Timings: CUDA events around each call, after warm-up, L2 flushed before each
-call (``--no-flush`` to keep it warm); the median of ``--iters``. Baselines:
+call (``--no-flush`` to keep it warm); the median of ``--iters``. With
+``--graph`` each call is also captured as a CUDA graph and replayed: that is
+the GPU time alone, since at B = 2 a slow host can take longer to issue the
+launches than the GPU takes to run them. Baselines:
 mmcv's CUDA op (float32 and float16; it has no bfloat16) when mmcv with its
 compiled ops is importable, and the PyTorch ``grid_sample`` path (what
 ``impl='pytorch'`` runs) always. The "floor" is the bytes every op must move
@@ -191,15 +194,44 @@ def time_ms(fn: Callable[[], None], iters: int, warmup: int,
     return times
 
 
+def graph_replay_ms(fn: Callable[[], None], iters: int, flush: L2Flusher,
+                    setup: Callable[[], None] = lambda: None) -> float:
+    """Median ms of replaying ``fn`` captured as one CUDA graph: the GPU time
+    alone, without the host's launch overhead (which bounds eager calls at
+    small sizes on a slow host)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            setup()
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    setup()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return statistics.median(time_ms(graph.replay, iters, 3, flush))
+
+
 def bench_one(name: str, op: Callable, batch: int, dtype_name: str,
               args: argparse.Namespace, flush: L2Flusher) -> List[Dict]:
-    """Forward and forward + backward timings of ``op`` at one setting."""
+    """Forward and forward + backward timings of ``op`` at one setting.
+
+    Eager calls timed with events (``median_ms``), and with ``args.graph``
+    also one CUDA-graph replay of the same call (``graph_ms``).
+    """
     dtype = DTYPES[dtype_name]
     value, shapes, start, loc, attw = make_inputs(batch, dtype)
     rows = []
-    with torch.no_grad():
-        fwd = time_ms(lambda: op(value, shapes, start, loc, attw), args.iters,
-                      args.warmup, flush)
+
+    def fwd_call():
+        with torch.no_grad():
+            op(value, shapes, start, loc, attw)
+
+    fwd = time_ms(fwd_call, args.iters, args.warmup, flush)
+    graph = {}
+    if getattr(args, 'graph', False):
+        graph['fwd'] = graph_replay_ms(fwd_call, args.iters, flush)
     ins = [t.requires_grad_() for t in (value, loc, attw)]
     grad = torch.randn(batch, loc.shape[1], HEADS * C_H, device='cuda',
                        dtype=dtype)
@@ -212,11 +244,14 @@ def bench_one(name: str, op: Callable, batch: int, dtype_name: str,
         op(ins[0], shapes, start, ins[1], ins[2]).backward(grad)
 
     fwd_bwd = time_ms(step, args.iters, args.warmup, flush, clear)
+    if getattr(args, 'graph', False):
+        graph['fwd+bwd'] = graph_replay_ms(step, args.iters, flush, clear)
     for mode, times in (('fwd', fwd), ('fwd+bwd', fwd_bwd)):
         med = statistics.median(times)
         floor_ms = traffic_bytes(batch, dtype, mode != 'fwd') / args.bw * 1e3
         rows.append(dict(impl=name, batch=batch, dtype=dtype_name, mode=mode,
                          median_ms=med, min_ms=min(times),
+                         graph_ms=graph.get(mode),
                          floor_ms=floor_ms, x_floor=med / floor_ms,
                          gather_mb=gather_bytes(batch, dtype, mode != 'fwd')
                          / 2**20))
@@ -338,6 +373,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='keep L2 warm between timed calls')
     parser.add_argument('--no-pytorch', action='store_true',
                         help='skip the grid_sample baseline')
+    parser.add_argument('--graph', action='store_true',
+                        help='also time each call replayed as a CUDA graph '
+                        '(GPU time without host launch overhead)')
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print('needs a CUDA GPU', file=sys.stderr)
@@ -381,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         print(json.dumps(r), flush=True)
         by_key = {(r['impl'], r['batch'], r['dtype'], r['mode']): r for r in rows}
         print('\nimpl     B  dtype mode      median ms  floor ms  x floor  '
-              'x mmcv(same dtype)  x mmcv(fp32)')
+              'x mmcv(same dtype)  x mmcv(fp32)  graph ms  x mmcv graph')
         for r in rows:
             key = (r['batch'], r['dtype'], r['mode'])
             ref = by_key.get(('mmcv', *key))
@@ -389,13 +427,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             r['speedup_vs_mmcv'] = ref['median_ms'] / r['median_ms'] if ref else None
             r['speedup_vs_mmcv_fp32'] = (ref32['median_ms'] / r['median_ms']
                                          if ref32 else None)
+            r['graph_speedup_vs_mmcv'] = (
+                ref['graph_ms'] / r['graph_ms']
+                if ref and ref.get('graph_ms') and r.get('graph_ms') else None)
 
             def fmt(x):
                 return f'{x:6.2f}' if x else '     -'
             print(f"{r['impl']:8s} {r['batch']:2d} {r['dtype']:5s} "
                   f"{r['mode']:8s} {r['median_ms']:9.3f} {r['floor_ms']:9.3f} "
                   f"{r['x_floor']:8.1f}  {fmt(r['speedup_vs_mmcv']):>18s}  "
-                  f"{fmt(r['speedup_vs_mmcv_fp32']):>12s}")
+                  f"{fmt(r['speedup_vs_mmcv_fp32']):>12s}  "
+                  f"{r['graph_ms'] or 0:8.3f}  "
+                  f"{fmt(r['graph_speedup_vs_mmcv']):>11s}")
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(meta=meta, results=rows), f, indent=1)
