@@ -5,7 +5,8 @@ from .heads import M2FHead
 from .losses import M2FClassLoss, M2FPointBCELoss, M2FPointDiceLoss
 from .matcher import M2FHungarianMatcher
 from .pixel_decoder import M2FPixelDecoder
+from .segmentors import M2FEncoderDecoder
 
-__all__ = ['M2FClassLoss', 'M2FHead', 'M2FHungarianMatcher',
+__all__ = ['M2FClassLoss', 'M2FEncoderDecoder', 'M2FHead', 'M2FHungarianMatcher',
            'M2FMaskedTransformerDecoder', 'M2FPixelDecoder', 'M2FPointBCELoss',
            'M2FPointDiceLoss', 'M2FResNet']

@@ -28,8 +28,6 @@ def test_same_outputs_gradients_and_keys_as_resnet_with_less_saved():
     ours.train()
     assert list(ours.state_dict()) == list(ref.state_dict())
     ours.load_state_dict(ref.state_dict())
-    assert all(b.with_cp for b in ours.layer1)
-    assert not any(b.with_cp for b in ours.layer2)
     x = torch.randn(2, 3, 64, 64)
     ref_bytes, ref_outs = _saved_bytes(ref, x)
     our_bytes, our_outs = _saved_bytes(ours, x)

@@ -3,14 +3,17 @@
 mmseg's ``ResNet(with_cp=True)`` recomputes every block. The early stages hold
 most of the activations for the least compute: at 512x512 the stride-4 stage
 (``layer1``) of ResNet-50 saves ~160 MB per image, a third of the backbone's,
-and costs ~1/6 of its forward FLOPs to recompute. ``cp_stages=(0,)`` checkpoints just that stage.
+and costs ~1/6 of its forward FLOPs to recompute. ``cp_stages=(0,)``
+checkpoints just that stage.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 from mmseg.models.backbones import ResNet
 from mmseg.registry import MODELS
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ['M2FResNet']
 
@@ -20,10 +23,12 @@ class M2FResNet(ResNet):
     """``ResNet`` whose blocks in ``cp_stages`` recompute in the backward pass.
 
     Everything else is mmseg's ``ResNet``; the state-dict keys are the same,
-    so its checkpoints load unchanged. The chosen blocks use mmseg's own
-    ``with_cp`` path (``torch.utils.checkpoint``), which re-runs their
-    BatchNorm forward: in training mode the running statistics are updated
-    twice per step for those blocks, as with ``ResNet(with_cp=True)``.
+    so its checkpoints load unchanged. Each chosen block runs under
+    ``torch.utils.checkpoint`` (non-reentrant, without saving the RNG state:
+    a ResNet block draws no random numbers, and reading the CUDA RNG state is
+    a host call that CUDA-graph capture refuses). The recomputation re-runs
+    the blocks' BatchNorm forward: in training mode their running statistics
+    are updated twice per step, as with mmseg's ``ResNet(with_cp=True)``.
 
     Args:
         cp_stages: Indices (0-based) of the stages to checkpoint.
@@ -42,5 +47,23 @@ class M2FResNet(ResNet):
                 raise ValueError(
                     f'M2FResNet: cp_stages has {i}, but this ResNet has '
                     f'stages 0..{len(self.res_layers) - 1}')
-            for block in getattr(self, self.res_layers[i]):
-                block.with_cp = True
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """(B, 3, H, W) -> the maps of ``out_indices``, as ``ResNet``."""
+        if self.deep_stem:
+            x = self.stem(x)
+        else:
+            x = self.relu(self.norm1(self.conv1(x)))
+        x = self.maxpool(x)
+        outs = []
+        for i, layer_name in enumerate(self.res_layers):
+            res_layer = getattr(self, layer_name)
+            if i in self.cp_stages and x.requires_grad:
+                for block in res_layer:
+                    x = checkpoint(block, x, use_reentrant=False,
+                                   preserve_rng_state=False)
+            else:
+                x = res_layer(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)

@@ -5,8 +5,15 @@ host between them (~47 ms of kernels in a ~110 ms step on an H100). The pixel
 decoder and the transformer decoder launch most of them; here they are
 captured with ``torch.cuda.make_graphed_callables`` (a forward graph and a
 backward graph sharing one memory pool) once per input signature. The
-backbone, the matcher (Hungarian assignment on the host) and the losses stay
-eager: they read the graph's outputs, and their gradients enter its backward.
+matcher (Hungarian assignment on the host) and the losses stay eager: they
+read the graph's outputs, and their gradients enter its backward.
+
+The backbone stays eager too, unless the segmentor hands over the images and
+its backbone (``M2FEncoderDecoder``): then it is captured in the same graphs.
+That removes its host launches as well, and keeps every activation in the one
+pool, so eager and graphed activations no longer peak in separate pools.
+Its BatchNorm running statistics are put back after the capture's warm-up
+runs, so they are updated exactly once per step, as eagerly.
 
 Limits, by construction:
 
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -35,20 +42,49 @@ from torch import Tensor, nn
 from ..layers.mask_logits import MaskLogitSets
 from .cuda_graph import _module_caches
 
-__all__ = ['GraphedTraining']
+__all__ = ['Encoder', 'GraphedTraining']
+
+
+class Encoder(nn.Module):
+    """Images -> the head's input maps: backbone, optional neck, then the
+    head's input selection (``transform``).
+
+    Args:
+        backbone: (B, 3, H, W) -> tuple of maps.
+        neck: Optional module on the backbone's maps.
+        transform: The head's ``_transform_inputs`` (not a module).
+    """
+
+    def __init__(self, backbone: nn.Module, neck: Optional[nn.Module],
+                 transform: Callable[[Sequence[Tensor]], List[Tensor]]
+                 ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.transform = transform
+
+    def forward(self, images: Tensor) -> List[Tensor]:
+        feats = self.backbone(images)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        return self.transform(feats)
 
 
 class _Decoders(nn.Module):
-    """Pixel decoder -> transformer decoder with flat tensor outputs:
-    S class logits, S mask embeddings, then the mask features."""
+    """[Encoder ->] pixel decoder -> transformer decoder with flat tensor
+    outputs: S class logits, S mask embeddings, then the mask features."""
 
-    def __init__(self, pixel_decoder: nn.Module,
-                 transformer_decoder: nn.Module) -> None:
+    def __init__(self, pixel_decoder: nn.Module, transformer_decoder: nn.Module,
+                 encoder: Optional[Encoder] = None) -> None:
         super().__init__()
+        self.encoder = encoder
         self.pixel_decoder = pixel_decoder
         self.transformer_decoder = transformer_decoder
 
-    def forward(self, *feats: Tensor) -> Tuple[Tensor, ...]:
+    def forward(self, *inputs: Tensor) -> Tuple[Tensor, ...]:
+        # inputs: the images (with an encoder) or the head's input maps
+        feats = list(inputs) if self.encoder is None else self.encoder(
+            inputs[0])
         mask_features, memories = self.pixel_decoder(list(feats))
         all_cls, sets = self.transformer_decoder(memories, mask_features,
                                                  lazy_masks=True)
@@ -95,30 +131,44 @@ class GraphedTraining:
         self._entries.clear()
         gc.collect()  # the pool goes now, not at some later collection
 
-    def _eager(self, feats: Sequence[Tensor]
+    def _eager(self, feats: Sequence[Tensor],
+               encoder: Optional[Encoder] = None
                ) -> Tuple[List[Tensor], MaskLogitSets]:
-        return _unflatten(self._decoders()(*feats))
+        return _unflatten(self._decoders(encoder)(*feats))
 
-    def _decoders(self) -> _Decoders:
+    def _decoders(self, encoder: Optional[Encoder]) -> _Decoders:
         return _Decoders(self.owner.pixel_decoder,
-                         self.owner.transformer_decoder)
+                         self.owner.transformer_decoder, encoder)
 
-    def _signature(self, feats: Sequence[Tensor]) -> Tuple:
+    def _signature(self, feats: Sequence[Tensor],
+                   encoder: Optional[Encoder] = None) -> Tuple:
         device = feats[0].device.type
         params = next(self.owner.parameters(), None)
+        enc = None
+        if encoder is not None:  # which modules, and their weights' storage
+            first = next(encoder.parameters(), None)
+            enc = (id(encoder.backbone), id(encoder.neck),
+                   None if first is None else first.data_ptr())
         return (tuple((t.shape, t.dtype, t.device, t.requires_grad)
                       for t in feats),
                 torch.is_autocast_enabled(device),
                 torch.get_autocast_dtype(device),
-                None if params is None else params.data_ptr())
+                None if params is None else params.data_ptr(), enc)
 
-    def __call__(self, feats: Sequence[Tensor]
+    def __call__(self, feats: Sequence[Tensor],
+                 encoder: Optional[Encoder] = None
                  ) -> Tuple[List[Tensor], MaskLogitSets]:
-        """Decode ``feats`` (L_in maps (B, C_i, H_i, W_i)) for the loss:
-        S class logits (B, Q, K + 1) and the masks as ``MaskLogitSets``."""
+        """Decode for the loss: S class logits (B, Q, K + 1) and the masks as
+        ``MaskLogitSets``.
+
+        Args:
+            feats: The head's input maps, L_in tensors (B, C_i, H_i, W_i); or,
+                with ``encoder``, one tensor of images (B, 3, H, W).
+            encoder: Backbone (and neck) to run, and capture, first.
+        """
         if self.disabled:
-            return self._eager(feats)
-        key = self._signature(feats)
+            return self._eager(feats, encoder)
+        key = self._signature(feats, encoder)
         entry = self._entries.get(key)
         if entry is None:
             if len(self._entries) >= self.max_graphs:
@@ -128,24 +178,27 @@ class GraphedTraining:
                               'fixed crop size and batch size)',
                               logger='current', level=logging.WARNING)
                     self._warned = True
-                return self._eager(feats)
+                return self._eager(feats, encoder)
             try:
-                entry = self._capture(feats)
+                entry = self._capture(feats, encoder)
             except RuntimeError as err:  # e.g. a host sync inside
                 self.disabled = True
                 print_log('cuda_graph_train: capture failed, training eagerly'
                           f' from now on: {str(err).splitlines()[0]}',
                           logger='current', level=logging.WARNING)
-                return self._eager(feats)
+                return self._eager(feats, encoder)
             self._entries[key] = entry
         return _unflatten(entry[0](*feats))
 
-    def _capture(self, feats: Sequence[Tensor]
+    def _capture(self, feats: Sequence[Tensor], encoder: Optional[Encoder]
                  ) -> Tuple[nn.Module, List[object]]:
         device = feats[0].device.type
-        module = self._decoders()
+        module = self._decoders(encoder)
         sample = tuple(f.detach().clone().requires_grad_(f.requires_grad)
                        for f in feats)
+        # the warm-up runs update BatchNorm running statistics (and counters):
+        # put them back, so that only the real steps count
+        buffers = [(b, b.clone()) for b in module.buffers()]
         # autocast's weight-cast cache must be off (make_graphed_callables
         # refuses it): cached casts would be freed before the next replay
         with torch.autocast(device, dtype=torch.get_autocast_dtype(device),
@@ -156,6 +209,10 @@ class GraphedTraining:
         # the warm-up ran on a side stream: its cached blocks can serve no
         # other stream and would stay reserved next to the graph's pool
         torch.cuda.synchronize()
+        with torch.no_grad():
+            for buf, saved in buffers:
+                buf.copy_(saved)
+        del buffers
         torch.cuda.empty_cache()
         # the graphs read the decoders' per-size caches: keep them alive
         return graphed, _module_caches(self.owner)

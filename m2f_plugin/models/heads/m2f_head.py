@@ -17,13 +17,13 @@ from mmengine.logging import print_log
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS, TASK_UTILS
 from mmseg.utils import ConfigType, SampleList
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...converters import convert_mmseg_state_dict, is_mmseg_mask2former
 from ...structures import sem_seg_to_masks
 from ..losses import SetCriterion
 from .cuda_graph import GraphedInference
-from .cuda_graph_train import GraphedTraining
+from .cuda_graph_train import Encoder, GraphedTraining
 
 __all__ = ['M2FHead', 'semantic_logits']
 
@@ -225,12 +225,38 @@ class M2FHead(BaseDecodeHead):
              train_cfg: ConfigType) -> Dict[str, Tensor]:
         """Losses of all prediction sets (keys as mmdet's Mask2Former)."""
         # masks as embeddings x features: no (B, Q, H, W) set keeps gradients
-        if (self.cuda_graph_train and inputs[0].is_cuda and
-                torch.is_grad_enabled() and self._graph_safe()):
+        if self.graphs_training(inputs[0]):
             all_cls, all_masks = self._graphed_train(
                 self._transform_inputs(inputs))
         else:
             all_cls, all_masks = self.forward(inputs, lazy_masks=True)
+        return self._loss_of(all_cls, all_masks, batch_data_samples)
+
+    def graphs_training(self, x: Tensor) -> bool:
+        """Whether this training step runs as CUDA graphs (``x``: any input)."""
+        return (self.cuda_graph_train and x.is_cuda and
+                torch.is_grad_enabled() and self._graph_safe())
+
+    def loss_from_images(self, images: Tensor, backbone: nn.Module,
+                         neck: Optional[nn.Module],
+                         batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """Losses as :meth:`loss`, with the backbone (and neck) run first and
+        captured in the same training graphs as the decoders.
+
+        Called by ``M2FEncoderDecoder`` when :meth:`graphs_training` is true.
+
+        Args:
+            images: (B, 3, H, W), as the segmentor's ``extract_feat`` takes.
+            backbone: The segmentor's backbone.
+            neck: Its neck, or None.
+            batch_data_samples: With ``gt_sem_seg``.
+        """
+        encoder = Encoder(backbone, neck, self._transform_inputs)
+        all_cls, all_masks = self._graphed_train((images, ), encoder)
+        return self._loss_of(all_cls, all_masks, batch_data_samples)
+
+    def _loss_of(self, all_cls: List[Tensor], all_masks,
+                 batch_data_samples: SampleList) -> Dict[str, Tensor]:
         targets = sem_seg_to_masks(self._stack_batch_gt(batch_data_samples),
                                    self.num_classes, self.ignore_index)
         return self.criterion(all_cls, all_masks, targets)

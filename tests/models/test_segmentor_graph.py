@@ -1,0 +1,169 @@
+"""``M2FEncoderDecoder``: training graphs that include the backbone.
+
+CPU: the segmentor is mmseg's ``EncoderDecoder`` there (same losses and
+gradients), and the flat module the graphs capture, run eagerly with the
+backbone inside, equals backbone -> ``head.forward``. CUDA (skipped here):
+graphed steps with a checkpointed BatchNorm backbone equal eager steps in
+losses, every gradient and the BatchNorm running statistics.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from mmseg.registry import MODELS
+
+from m2f_plugin.models.heads.cuda_graph_train import Encoder
+from tests.conftest import make_label_maps, seg_data_samples
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                          reason='CUDA graphs need a GPU')
+
+HEAD = dict(
+    type='M2FHead', in_channels=[8, 16, 32, 64], strides=[4, 8, 16, 32],
+    feat_channels=32, out_channels=32, num_classes=5, num_queries=8,
+    pixel_decoder=dict(type='M2FPixelDecoder', num_layers=2, num_heads=4,
+                       ffn_dims=64, num_groups=8),
+    transformer_decoder=dict(type='M2FMaskedTransformerDecoder', num_layers=3,
+                             num_heads=4, ffn_dims=64),
+    matcher=dict(type='M2FHungarianMatcher', num_points=64), num_points=64)
+
+
+def segmentor(kind: str, graph: bool, msda_impl: str = 'mmcv'):
+    """A ResNet-18 (base width 8, stage 0 checkpointed) + tiny head model."""
+    head = copy.deepcopy(HEAD)
+    head['cuda_graph_train'] = graph
+    head['pixel_decoder']['msda_impl'] = msda_impl
+    return MODELS.build(dict(
+        type=kind,
+        backbone=dict(type='M2FResNet', depth=18, base_channels=8,
+                      cp_stages=(0, ),
+                      norm_cfg=dict(type='BN', requires_grad=True)),
+        decode_head=head))
+
+
+def pair(device: str, msda_impl: str = 'mmcv'):
+    """``M2FEncoderDecoder`` graphing its training, and an eager
+    ``EncoderDecoder`` twin with the same weights."""
+    torch.manual_seed(0)
+    ours = segmentor('M2FEncoderDecoder', True, msda_impl).to(device).train()
+    ref = segmentor('EncoderDecoder', False, msda_impl).to(device).train()
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+def batch(device: str, step: int = 0):
+    g = torch.Generator().manual_seed(step)
+    images = torch.randn(2, 3, 64, 64, generator=g).to(device)
+    samples = seg_data_samples(make_label_maps(2, 64, 64, 5, seed=step))
+    for s in samples:
+        s.gt_sem_seg.data = s.gt_sem_seg.data.to(device)
+    return images, samples
+
+
+def step(model, images, samples, seed):
+    """Total loss and every parameter's gradient after one backward."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the point sampling of the losses
+    losses = model.loss(images, samples)
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    return total.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def test_cpu_is_encoder_decoder():
+    ours, ref = pair('cpu')
+    images, samples = batch('cpu')
+    a, ga = step(ours, images, samples, 0)
+    b, gb = step(ref, images, samples, 0)
+    torch.testing.assert_close(a, b)
+    assert ga.keys() == gb.keys()
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], msg=name)
+    assert not ours.decode_head._graphed_train._entries
+
+
+def test_captured_module_with_backbone_equals_backbone_then_head():
+    """What the graphs capture, run eagerly: the images go through the
+    backbone inside the module, and the sets equal ``head.forward``'s."""
+    ours, _ = pair('cpu')
+    ours.eval()  # BatchNorm with running statistics: two runs agree
+    head = ours.decode_head
+    images, _ = batch('cpu')
+    encoder = Encoder(ours.backbone, None, head._transform_inputs)
+    cls, sets = head._graphed_train._eager((images, ), encoder)
+    want_cls, want_sets = head.forward(ours.backbone(images), lazy_masks=True)
+    for a, b in zip(cls, want_cls):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(sets.embeds, want_sets.embeds):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(sets.features, want_sets.features)
+    sig = head._graphed_train._signature
+    assert sig((images, ), encoder) != sig((images, ))
+
+
+def test_auxiliary_head_or_switch_off_means_encoder_decoder():
+    ours, _ = pair('cpu')
+    assert ours.graph_backbone
+    ours.graph_backbone = False
+    assert not ours._graphs_backbone(torch.zeros(1, 3, 8, 8))
+
+
+@pytest.fixture
+def no_tf32():
+    """Exact float32 convolutions and matmuls: cuDNN may pick other
+    algorithms inside a graph than eagerly, and TF32 results differ by
+    ~1e-3 between algorithms."""
+    saved = (torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    (torch.backends.cudnn.allow_tf32,
+     torch.backends.cuda.matmul.allow_tf32) = saved
+
+
+def assert_grads_close(got: dict, want: dict, step_index: int) -> None:
+    """Every gradient within rtol 1e-3 / atol 1e-4 (the MSDA backward sums
+    with atomics, in any order); the message lists the worst ones."""
+    bad = []
+    for name, b in want.items():
+        a = got[name]
+        if b is None or a is None:
+            assert a is None and b is None, (name, step_index)
+            continue
+        err = ((a - b).abs() - 1e-3 * b.abs()).max().item()
+        if err > 1e-4:
+            bad.append((err, name, (a - b).abs().max().item(),
+                        b.abs().max().item()))
+    assert not bad, f'step {step_index}: (excess, name, max|diff|, max|ref|) ' \
+        f'{sorted(bad, reverse=True)[:6]}'
+
+
+@cuda
+@pytest.mark.parametrize('msda_impl', ['mmcv', 'triton'])
+def test_graphed_backbone_steps_match_eager(msda_impl, no_tf32):
+    ours, ref = pair('cuda', msda_impl)
+    opt_o = torch.optim.SGD(ours.parameters(), lr=0.05)
+    for i in range(4):  # new images and updated weights every step
+        images, samples = batch('cuda', i)
+        got, g_grads = step(ours, images, samples, i)
+        want, r_grads = step(ref, images, samples, i)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert_grads_close(g_grads, r_grads, i)
+        # running statistics: updated once per step (the capture's warm-up
+        # runs were undone; checkpointed stage 0 updates twice, in both)
+        for (name, a), b in zip(ours.named_buffers(), ref.buffers()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5,
+                                       msg=f'step {i}: {name}')
+        opt_o.step()
+        # the graph must read the updated weights in place; the eager twin
+        # restarts from them, since with batch-2 BatchNorm on 2x2 maps tiny
+        # summation-order differences would otherwise grow step after step
+        ref.load_state_dict(ours.state_dict())
+    graphs = ours.decode_head._graphed_train
+    assert not graphs.disabled
+    assert len(graphs._entries) == 1
+    # the backbone was inside: its first conv has a gradient from the graph
+    assert g_grads['backbone.conv1.weight'] is not None
