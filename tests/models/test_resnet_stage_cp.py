@@ -48,3 +48,24 @@ def test_bad_options_are_refused():
         MODELS.build(dict(type='M2FResNet', cp_stages=(4, ), **CFG))
     with pytest.raises(ValueError, match='every stage'):
         MODELS.build(dict(type='M2FResNet', with_cp=True, **CFG))
+
+
+def test_frozen_stem_keeps_stage_checkpointed():
+    """Checkpointing follows grad mode, not the stage input's requires_grad:
+    with the stem frozen (its output needs no gradient) stage 0 is still
+    recomputed, and only grad-free inference skips it."""
+    torch.manual_seed(0)
+    kw = dict(CFG, frozen_stages=0)
+    plain = MODELS.build(dict(type='M2FResNet', **kw))
+    ours = MODELS.build(dict(type='M2FResNet', cp_stages=(0, ), **kw))
+    ours.load_state_dict(plain.state_dict())
+    plain.train()
+    ours.train()
+    x = torch.randn(2, 3, 64, 64)
+    plain_bytes, _ = _saved_bytes(plain, x)
+    our_bytes, outs = _saved_bytes(ours, x)
+    assert plain_bytes - our_bytes > 3 * 2 * 64 * 16 * 16 * 4
+    assert outs[0].requires_grad
+    with torch.no_grad():
+        for a, b in zip(ours(x), plain(x)):
+            torch.testing.assert_close(a, b)

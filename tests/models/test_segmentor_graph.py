@@ -1,8 +1,10 @@
 """``M2FEncoderDecoder``: training graphs that include the backbone.
 
-CPU: the segmentor is mmseg's ``EncoderDecoder`` there (same losses and
-gradients), and the flat module the graphs capture, run eagerly with the
-backbone inside, equals backbone -> ``head.forward``. CUDA (skipped here):
+CPU: the graphed branch, run eagerly, gives EncoderDecoder's loss keys,
+values, gradients and BatchNorm statistics; an auxiliary head or
+``graph_backbone=False`` keep EncoderDecoder's ``loss``; a capture with the
+backbone that fails restores BatchNorm and keeps the decoders graphed; the
+flat module the graphs capture equals backbone -> ``head.forward``. CUDA (skipped here):
 graphed steps with a checkpointed BatchNorm backbone equal eager steps in
 losses, every gradient and the BatchNorm running statistics.
 """
@@ -72,16 +74,107 @@ def step(model, images, samples, seed):
     return total.detach(), {n: p.grad for n, p in model.named_parameters()}
 
 
-def test_cpu_is_encoder_decoder():
+def _as_if_on_cuda(model, monkeypatch):
+    """Take the graphed branch on the CPU: the head reports that it graphs
+    this step, and calls to ``loss_from_images`` are counted."""
+    head = model.decode_head
+    monkeypatch.setattr(head, 'graphs_training', lambda x: True)
+    calls = []
+    real = head.loss_from_images
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(head, 'loss_from_images', counted)
+    return calls
+
+
+def _assert_same_step(ours, ref, step_index=0):
+    images, samples = batch('cpu', step_index)
+    torch.manual_seed(step_index)
+    got = ours.loss(images, samples)
+    torch.manual_seed(step_index)
+    want = ref.loss(images, samples)
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], msg=k)
+    ours.zero_grad(set_to_none=True)
+    ref.zero_grad(set_to_none=True)
+    sum(v for k, v in got.items() if 'loss' in k).backward()
+    sum(v for k, v in want.items() if 'loss' in k).backward()
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        if q.grad is None:
+            assert p.grad is None, name
+        else:
+            torch.testing.assert_close(p.grad, q.grad, msg=name)
+    for (name, a), b in zip(ours.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_graphed_branch_run_eagerly_equals_encoder_decoder(monkeypatch):
+    """Same loss keys (``decode.`` prefix), values, gradients and BatchNorm
+    statistics as mmseg's EncoderDecoder, through ``loss_from_images``."""
     ours, ref = pair('cpu')
-    images, samples = batch('cpu')
-    a, ga = step(ours, images, samples, 0)
-    b, gb = step(ref, images, samples, 0)
-    torch.testing.assert_close(a, b)
-    assert ga.keys() == gb.keys()
-    for name in ga:
-        torch.testing.assert_close(ga[name], gb[name], msg=name)
-    assert not ours.decode_head._graphed_train._entries
+    calls = _as_if_on_cuda(ours, monkeypatch)
+    ours.decode_head._graphed_train.disabled = True  # run its module eagerly
+    _assert_same_step(ours, ref)
+    assert calls == [1]
+
+
+def test_auxiliary_head_or_switch_off_means_encoder_decoder(monkeypatch):
+    """With an auxiliary head (it needs the backbone's maps) or with
+    ``graph_backbone=False``, ``loss`` is EncoderDecoder's."""
+    aux = dict(type='FCNHead', in_channels=32, in_index=2, channels=8,
+               num_convs=1, concat_input=False, num_classes=5,
+               norm_cfg=dict(type='BN', requires_grad=True))
+    torch.manual_seed(0)
+    ours = segmentor('M2FEncoderDecoder', True)
+    ref = segmentor('EncoderDecoder', False)
+    for m in (ours, ref):
+        m.auxiliary_head = MODELS.build(aux)
+        m.train()
+    ref.load_state_dict(ours.state_dict())
+    calls = _as_if_on_cuda(ours, monkeypatch)
+    # the decode head would graph its own part: keep it eager here
+    ours.decode_head._graphed_train.disabled = True
+    _assert_same_step(ours, ref)
+    assert calls == []
+    assert any(k.startswith('aux.') for k in ours.loss(*batch('cpu')))
+    plain, plain_ref = pair('cpu')
+    calls = _as_if_on_cuda(plain, monkeypatch)
+    plain.graph_backbone = False
+    plain.decode_head._graphed_train.disabled = True
+    _assert_same_step(plain, plain_ref)
+    assert calls == []
+
+
+def test_failed_backbone_capture_restores_batchnorm_keeps_decoder_graphs(
+        monkeypatch):
+    """A capture with the backbone that fails after its warm-up runs: the
+    BatchNorm statistics are put back, the backbone runs eagerly from then
+    on, the decoders are still captured, and the step equals eager."""
+    ours, ref = pair('cpu')
+    _as_if_on_cuda(ours, monkeypatch)
+    captured = []
+
+    def fake_make_graphed_callables(module, sample, num_warmup_iters):
+        for _ in range(num_warmup_iters):  # updates BatchNorm statistics
+            module(*sample)
+        if module.encoder is not None:
+            raise RuntimeError('operation not permitted when stream is '
+                               'capturing')
+        captured.append(module)
+        return module  # stands in for the graphed callable
+
+    monkeypatch.setattr(torch.cuda, 'make_graphed_callables',
+                        fake_make_graphed_callables)
+    for i in range(2):
+        _assert_same_step(ours, ref, i)
+    graphs = ours.decode_head._graphed_train
+    assert graphs.encoder_disabled and not graphs.disabled
+    assert len(captured) == 1 and captured[0].encoder is None
+    assert len(graphs._entries) == 1
 
 
 def test_captured_module_with_backbone_equals_backbone_then_head():
@@ -100,14 +193,19 @@ def test_captured_module_with_backbone_equals_backbone_then_head():
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(sets.features, want_sets.features)
     sig = head._graphed_train._signature
-    assert sig((images, ), encoder) != sig((images, ))
-
-
-def test_auxiliary_head_or_switch_off_means_encoder_decoder():
-    ours, _ = pair('cpu')
-    assert ours.graph_backbone
-    ours.graph_backbone = False
-    assert not ours._graphs_backbone(torch.zeros(1, 3, 8, 8))
+    before = sig((images, ), encoder)
+    assert before != sig((images, ))
+    # each of these needs a new capture: frozen weights, a module switched
+    # to another mode (BatchNorm statistics), a swapped submodule
+    ours.backbone.conv1.weight.requires_grad_(False)
+    assert sig((images, ), encoder) != before
+    ours.backbone.conv1.weight.requires_grad_(True)
+    ours.backbone.layer1.train()  # the model is in eval mode here
+    assert sig((images, ), encoder) != before
+    ours.backbone.layer1.eval()
+    assert sig((images, ), encoder) == before
+    ours.backbone.layer1[0].bn1 = torch.nn.BatchNorm2d(8)
+    assert sig((images, ), encoder) != before
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple
 
+import torch
 from mmseg.models.backbones import ResNet
 from mmseg.registry import MODELS
 from torch import Tensor
@@ -29,6 +30,8 @@ class M2FResNet(ResNet):
     a host call that CUDA-graph capture refuses). The recomputation re-runs
     the blocks' BatchNorm forward: in training mode their running statistics
     are updated twice per step, as with mmseg's ``ResNet(with_cp=True)``.
+    ``plugins`` that draw random numbers (dropout) must not sit in a
+    checkpointed stage: their recomputation would draw new ones.
 
     Args:
         cp_stages: Indices (0-based) of the stages to checkpoint.
@@ -58,7 +61,9 @@ class M2FResNet(ResNet):
         outs = []
         for i, layer_name in enumerate(self.res_layers):
             res_layer = getattr(self, layer_name)
-            if i in self.cp_stages and x.requires_grad:
+            # per block, as mmseg's with_cp, but on grad mode rather than on
+            # x.requires_grad: a frozen stem must not switch a stage off
+            if i in self.cp_stages and torch.is_grad_enabled():
                 for block in res_layer:
                     x = checkpoint(block, x, use_reentrant=False,
                                    preserve_rng_state=False)

@@ -91,6 +91,15 @@ class _Decoders(nn.Module):
         return (*all_cls, *sets.embeds, sets.features)
 
 
+def _module_state(module: nn.Module) -> Tuple:
+    """Submodules, their training flags, and the parameters' storage and
+    grad flags: a captured graph is only valid while these stay the same."""
+    return (tuple(id(m) for m in module.modules()),
+            tuple(m.training for m in module.modules()),
+            tuple((p.data_ptr(), p.requires_grad)
+                  for p in module.parameters()))
+
+
 def _unflatten(outs: Sequence[Tensor]) -> Tuple[List[Tensor], MaskLogitSets]:
     """``_Decoders``' flat outputs -> (S class logits, ``MaskLogitSets``)."""
     num_sets = (len(outs) - 1) // 2
@@ -112,7 +121,11 @@ class GraphedTraining:
         self.max_graphs = max_graphs
         self._entries: Dict[Tuple, Tuple[nn.Module, List[object]]] = {}
         self._warned = False
-        self.disabled = False  # set when a capture fails
+        self.disabled = False  # set when a capture of the decoders fails
+        # set when a capture with the backbone fails (e.g. SyncBN's
+        # collectives, a host sync in a custom backbone): from then on the
+        # backbone runs eagerly and only the decoders are graphed
+        self.encoder_disabled = False
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()  # graphs cannot be copied or pickled
@@ -142,18 +155,18 @@ class GraphedTraining:
 
     def _signature(self, feats: Sequence[Tensor],
                    encoder: Optional[Encoder] = None) -> Tuple:
+        """What a graph depends on beyond the values it reads: input shapes
+        and flags, autocast, and for the head and the encoder their
+        modules, training flags, and parameters' storage and grad flags
+        (``requires_grad_``, ``eval()``, ``load_state_dict(assign=True)``
+        or a swapped submodule each need a new capture)."""
         device = feats[0].device.type
-        params = next(self.owner.parameters(), None)
-        enc = None
-        if encoder is not None:  # which modules, and their weights' storage
-            first = next(encoder.parameters(), None)
-            enc = (id(encoder.backbone), id(encoder.neck),
-                   None if first is None else first.data_ptr())
         return (tuple((t.shape, t.dtype, t.device, t.requires_grad)
                       for t in feats),
                 torch.is_autocast_enabled(device),
                 torch.get_autocast_dtype(device),
-                None if params is None else params.data_ptr(), enc)
+                _module_state(self.owner),
+                None if encoder is None else _module_state(encoder))
 
     def __call__(self, feats: Sequence[Tensor],
                  encoder: Optional[Encoder] = None
@@ -166,6 +179,8 @@ class GraphedTraining:
                 with ``encoder``, one tensor of images (B, 3, H, W).
             encoder: Backbone (and neck) to run, and capture, first.
         """
+        if encoder is not None and self.encoder_disabled:
+            return self(encoder(feats[0]))
         if self.disabled:
             return self._eager(feats, encoder)
         key = self._signature(feats, encoder)
@@ -182,9 +197,17 @@ class GraphedTraining:
             try:
                 entry = self._capture(feats, encoder)
             except RuntimeError as err:  # e.g. a host sync inside
+                reason = str(err).splitlines()[0] if str(err) else repr(err)
+                if encoder is not None:
+                    self.encoder_disabled = True
+                    print_log('cuda_graph_train: capture with the backbone '
+                              'failed; the backbone runs eagerly from now on '
+                              f'(the decoders stay graphed): {reason}',
+                              logger='current', level=logging.WARNING)
+                    return self(encoder(feats[0]))
                 self.disabled = True
                 print_log('cuda_graph_train: capture failed, training eagerly'
-                          f' from now on: {str(err).splitlines()[0]}',
+                          f' from now on: {reason}',
                           logger='current', level=logging.WARNING)
                 return self._eager(feats, encoder)
             self._entries[key] = entry
@@ -197,22 +220,27 @@ class GraphedTraining:
         sample = tuple(f.detach().clone().requires_grad_(f.requires_grad)
                        for f in feats)
         # the warm-up runs update BatchNorm running statistics (and counters):
-        # put them back, so that only the real steps count
+        # put them back, also when the capture fails, so that only the real
+        # steps count
         buffers = [(b, b.clone()) for b in module.buffers()]
-        # autocast's weight-cast cache must be off (make_graphed_callables
-        # refuses it): cached casts would be freed before the next replay
-        with torch.autocast(device, dtype=torch.get_autocast_dtype(device),
-                            enabled=torch.is_autocast_enabled(device),
-                            cache_enabled=False):
-            graphed = torch.cuda.make_graphed_callables(
-                module, sample, num_warmup_iters=3)
-        # the warm-up ran on a side stream: its cached blocks can serve no
-        # other stream and would stay reserved next to the graph's pool
-        torch.cuda.synchronize()
-        with torch.no_grad():
-            for buf, saved in buffers:
-                buf.copy_(saved)
-        del buffers
+        try:
+            # autocast's weight-cast cache must be off (make_graphed_callables
+            # refuses it): cached casts would be freed before the next replay
+            with torch.autocast(device, dtype=torch.get_autocast_dtype(device),
+                                enabled=torch.is_autocast_enabled(device),
+                                cache_enabled=False):
+                graphed = torch.cuda.make_graphed_callables(
+                    module, sample, num_warmup_iters=3)
+        finally:
+            if device == 'cuda':
+                # the warm-up ran on a side stream
+                torch.cuda.synchronize()
+            with torch.no_grad():
+                for buf, saved in buffers:
+                    buf.copy_(saved)
+            del buffers
+        # the side stream's cached blocks can serve no other stream and would
+        # stay reserved next to the graph's pool
         torch.cuda.empty_cache()
         # the graphs read the decoders' per-size caches: keep them alive
         return graphed, _module_caches(self.owner)

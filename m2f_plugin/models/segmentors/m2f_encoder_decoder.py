@@ -29,6 +29,14 @@ class M2FEncoderDecoder(EncoderDecoder):
     (``M2FHead(cuda_graph_train=True)`` on CUDA with gradients on), and no
     auxiliary head (it would need the backbone's maps outside the graph).
 
+    In the graphed branch ``extract_feat`` and ``_decode_head_forward_train``
+    are not called (the head runs the backbone and neck itself): a subclass
+    that overrides them should set ``graph_backbone=False``. If the capture
+    with the backbone fails (a host sync, or collectives such as SyncBN's that
+    this setup cannot capture), the head warns once and from then on runs the
+    backbone eagerly and graphs only the decoders. Tested on one GPU with
+    BatchNorm; SyncBN under DDP has not been run on a GPU.
+
     Args:
         graph_backbone: Capture the backbone (and neck) with the decoders.
         **kwargs: ``EncoderDecoder``'s arguments.
