@@ -177,6 +177,26 @@ def test_failed_backbone_capture_restores_batchnorm_keeps_decoder_graphs(
     assert len(graphs._entries) == 1
 
 
+def test_one_capture_serves_every_step(monkeypatch):
+    """The backbone-inside capture happens once, not once per step (the
+    head builds a new Encoder wrapper per call), and the replayed steps
+    equal eager ones."""
+    ours, ref = pair('cpu')
+    _as_if_on_cuda(ours, monkeypatch)
+    captured = []
+
+    def fake_make_graphed_callables(module, sample, num_warmup_iters):
+        captured.append(module)
+        return module  # stands in for the graphed callable
+
+    monkeypatch.setattr(torch.cuda, 'make_graphed_callables',
+                        fake_make_graphed_callables)
+    for i in range(3):
+        _assert_same_step(ours, ref, i)
+    assert len(captured) == 1 and captured[0].encoder is not None
+    assert len(ours.decode_head._graphed_train._entries) == 1
+
+
 def test_captured_module_with_backbone_equals_backbone_then_head():
     """What the graphs capture, run eagerly: the images go through the
     backbone inside the module, and the sets equal ``head.forward``'s."""

@@ -166,7 +166,10 @@ class GraphedTraining:
                 torch.is_autocast_enabled(device),
                 torch.get_autocast_dtype(device),
                 _module_state(self.owner),
-                None if encoder is None else _module_state(encoder))
+                # the backbone and neck, not the Encoder (a new one per call)
+                None if encoder is None else tuple(
+                    None if m is None else _module_state(m)
+                    for m in (encoder.backbone, encoder.neck)))
 
     def __call__(self, feats: Sequence[Tensor],
                  encoder: Optional[Encoder] = None
