@@ -90,6 +90,27 @@ def _as_if_on_cuda(model, monkeypatch):
     return calls
 
 
+def _stand_in_capture(monkeypatch, fail_with_backbone: bool) -> list:
+    """Replace ``make_graphed_callables`` by a stand-in that runs the warm-up
+    forwards (they update BatchNorm statistics) and returns the module
+    itself, or raises as a refused capture would when the backbone is
+    inside and ``fail_with_backbone``. Returns the list of captured modules."""
+    captured = []
+
+    def fake_make_graphed_callables(module, sample, num_warmup_iters):
+        for _ in range(num_warmup_iters):
+            module(*sample)
+        if fail_with_backbone and module.encoder is not None:
+            raise RuntimeError('operation not permitted when stream is '
+                               'capturing')
+        captured.append(module)
+        return module  # stands in for the graphed callable
+
+    monkeypatch.setattr(torch.cuda, 'make_graphed_callables',
+                        fake_make_graphed_callables)
+    return captured
+
+
 def _assert_same_step(ours, ref, step_index=0):
     images, samples = batch('cpu', step_index)
     torch.manual_seed(step_index)
@@ -156,19 +177,7 @@ def test_failed_backbone_capture_restores_batchnorm_keeps_decoder_graphs(
     on, the decoders are still captured, and the step equals eager."""
     ours, ref = pair('cpu')
     _as_if_on_cuda(ours, monkeypatch)
-    captured = []
-
-    def fake_make_graphed_callables(module, sample, num_warmup_iters):
-        for _ in range(num_warmup_iters):  # updates BatchNorm statistics
-            module(*sample)
-        if module.encoder is not None:
-            raise RuntimeError('operation not permitted when stream is '
-                               'capturing')
-        captured.append(module)
-        return module  # stands in for the graphed callable
-
-    monkeypatch.setattr(torch.cuda, 'make_graphed_callables',
-                        fake_make_graphed_callables)
+    captured = _stand_in_capture(monkeypatch, fail_with_backbone=True)
     for i in range(2):
         _assert_same_step(ours, ref, i)
     graphs = ours.decode_head._graphed_train
@@ -183,14 +192,7 @@ def test_one_capture_serves_every_step(monkeypatch):
     equal eager ones."""
     ours, ref = pair('cpu')
     _as_if_on_cuda(ours, monkeypatch)
-    captured = []
-
-    def fake_make_graphed_callables(module, sample, num_warmup_iters):
-        captured.append(module)
-        return module  # stands in for the graphed callable
-
-    monkeypatch.setattr(torch.cuda, 'make_graphed_callables',
-                        fake_make_graphed_callables)
+    captured = _stand_in_capture(monkeypatch, fail_with_backbone=False)
     for i in range(3):
         _assert_same_step(ours, ref, i)
     assert len(captured) == 1 and captured[0].encoder is not None

@@ -94,10 +94,11 @@ class _Decoders(nn.Module):
 def _module_state(module: nn.Module) -> Tuple:
     """Submodules, their training flags, and the parameters' storage and
     grad flags: a captured graph is only valid while these stay the same."""
-    return (tuple(id(m) for m in module.modules()),
-            tuple(m.training for m in module.modules()),
-            tuple((p.data_ptr(), p.requires_grad)
-                  for p in module.parameters()))
+    # one walk of the tree: this runs every training step, on the host
+    mods = list(module.modules())
+    return (tuple(map(id, mods)), tuple(m.training for m in mods),
+            tuple((p.data_ptr(), p.requires_grad) for m in mods
+                  for p in m._parameters.values() if p is not None))
 
 
 def _unflatten(outs: Sequence[Tensor]) -> Tuple[List[Tensor], MaskLogitSets]:
