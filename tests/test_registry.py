@@ -54,7 +54,10 @@ def test_no_clash_with_mmseg_or_mmdet():
         'm2f_plugin')
     assert seg.HOOKS.get('M2FRandomStateHook').__module__.startswith(
         'm2f_plugin')
+    assert seg.OPTIM_WRAPPER_CONSTRUCTORS.get(
+        'M2FOptimWrapperConstructor').__module__.startswith('m2f_plugin')
     from mmengine.registry import MODEL_WRAPPERS
     assert 'M2FCPUDistributedDataParallel' in MODEL_WRAPPERS.module_dict
-    for registry in (det.DATASETS, det.HOOKS, det.MODEL_WRAPPERS):
+    for registry in (det.DATASETS, det.HOOKS, det.MODEL_WRAPPERS,
+                     det.OPTIM_WRAPPER_CONSTRUCTORS):
         assert not any(n.startswith('M2F') for n in registry.module_dict)

@@ -1,0 +1,156 @@
+"""M2FOptimWrapperConstructor: one group per distinct option set, the same
+updates as mmengine's default constructor, and resume from its checkpoints."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.optim import build_optim_wrapper
+from mmengine.optim.scheduler import PolyLR
+
+import m2f_plugin  # noqa: F401  (registers the constructor)
+from m2f_plugin.engine import merge_param_groups
+
+PARAMWISE = dict(
+    custom_keys={'backbone': dict(lr_mult=0.1, decay_mult=1.0),
+                 'query_embed': dict(lr_mult=1.0, decay_mult=0.0)},
+    norm_decay_mult=0.0)
+
+
+class Toy(nn.Module):
+    """Backbone (conv + BN), a query embedding, a head (linear + LN) and a
+    frozen parameter (left out by both constructors): four option sets under
+    ``PARAMWISE``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.query_embed = nn.Embedding(5, 4)
+        self.head = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4),
+                                  nn.Linear(4, 3))
+        self.frozen = nn.Parameter(torch.ones(2), requires_grad=False)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(x).mean((2, 3))
+        q = self.query_embed.weight @ f.t()  # (5, B)
+        return self.head(f + q.mean(0, keepdim=True).t()).pow(2).mean()
+
+
+def _wrapper(model: nn.Module, constructor: str, **optim):
+    cfg = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05,
+                              **optim),
+               clip_grad=dict(max_norm=1.0), paramwise_cfg=PARAMWISE)
+    if constructor:
+        cfg['constructor'] = constructor
+    return build_optim_wrapper(model, copy.deepcopy(cfg))
+
+
+def _options_by_param(wrapper, model):
+    group_of = {id(p): g for g in wrapper.optimizer.param_groups
+                for p in g['params']}
+    return {n: {k: v for k, v in group_of[id(p)].items() if k != 'params'}
+            for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _train(model, wrapper, steps: int, scheduler=None) -> None:
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        wrapper.update_params(model.loss(torch.randn(2, 3, 6, 6, generator=g)))
+        if scheduler is not None:
+            scheduler.step()
+
+
+def test_merge_param_groups_keeps_order_and_unhashable_options():
+    groups = [dict(params=[0], lr=1, betas=[0.9]), dict(params=[1], lr=2),
+              dict(params=[2], lr=1, betas=[0.9]), dict(params=[3], lr=2)]
+    merged = merge_param_groups(groups)
+    assert merged == [dict(params=[0, 2], lr=1, betas=[0.9]),
+                      dict(params=[1, 3], lr=2)]
+    assert groups[0]['params'] == [0]  # input untouched
+
+
+def test_every_parameter_keeps_the_default_constructors_options():
+    model = Toy()
+    default = _wrapper(model, '')
+    ours = _wrapper(model, 'M2FOptimWrapperConstructor')
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(default.optimizer.param_groups) == len(trainable) == 11
+    expected = _options_by_param(default, model)
+    assert _options_by_param(ours, model) == expected
+    distinct = []
+    for opts in expected.values():
+        if opts not in distinct:
+            distinct.append(opts)
+    assert len(ours.optimizer.param_groups) == len(distinct) == 4
+    flat = [p for g in ours.optimizer.param_groups for p in g['params']]
+    assert sorted(map(id, flat)) == sorted(map(id, trainable))
+
+
+def test_without_paramwise_cfg_it_is_the_default_constructor():
+    model = Toy()
+    wrapper = build_optim_wrapper(model, dict(
+        constructor='M2FOptimWrapperConstructor',
+        optimizer=dict(type='SGD', lr=0.1)))
+    assert len(wrapper.optimizer.param_groups) == 1
+
+
+@pytest.mark.parametrize('optim', [dict(foreach=False), dict(fused=True)],
+                         ids=['for-loop', 'fused'])
+def test_same_updates_as_one_group_per_parameter(optim):
+    """Five AdamW steps with clipping and a PolyLR schedule. The per-element
+    arithmetic is the same; only the gradient norm for clipping sums the
+    parameters in another order (and fused AdamW, what our configs use,
+    rounds differently), so they agree to float32 rounding."""
+    torch.manual_seed(0)
+    ref_model = Toy()
+    model = copy.deepcopy(ref_model)
+    ref = _wrapper(ref_model, '', foreach=False)
+    ours = _wrapper(model, 'M2FOptimWrapperConstructor', **optim)
+    _train(ref_model, ref, 5, PolyLR(ref.optimizer, end=10, by_epoch=False))
+    _train(model, ours, 5, PolyLR(ours.optimizer, end=10, by_epoch=False))
+    for (name, a), b in zip(ref_model.named_parameters(), model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-8, msg=name)
+    assert not torch.equal(ref_model.head[0].weight, Toy().head[0].weight)
+
+
+def test_resumes_a_checkpoint_with_one_group_per_parameter():
+    """A state dict from mmengine's default constructor (451 groups for R50)
+    loads into the merged groups: moments, steps and the scheduled lr carry
+    over, and the next steps equal those of the default optimizer."""
+    torch.manual_seed(0)
+    ref_model = Toy()
+    ref = _wrapper(ref_model, '', foreach=False)
+    sched = PolyLR(ref.optimizer, end=10, by_epoch=False)
+    _train(ref_model, ref, 3, sched)
+    saved = copy.deepcopy(ref.state_dict())
+
+    model = copy.deepcopy(ref_model)
+    ours = _wrapper(model, 'M2FOptimWrapperConstructor', foreach=False)
+    ours.load_state_dict(saved)
+    assert len(ours.optimizer.param_groups) == 4
+    lr_of = _options_by_param(ours, model)
+    for name, opts in _options_by_param(ref, ref_model).items():
+        assert lr_of[name]['lr'] == opts['lr'] != 1e-3 * (0.1 if 'backbone'
+                                                          in name else 1.0)
+    for p_ref, p in zip(ref_model.parameters(), model.parameters()):
+        if not p.requires_grad:
+            continue
+        s_ref, s = ref.optimizer.state[p_ref], ours.optimizer.state[p]
+        assert torch.equal(s['exp_avg_sq'], s_ref['exp_avg_sq'])
+        assert float(s['step']) == float(s_ref['step']) == 3
+    _train(ref_model, ref, 2)
+    _train(model, ours, 2)
+    for a, b in zip(ref_model.parameters(), model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9)
+
+
+def test_checkpoint_of_another_model_is_refused_with_a_clear_error():
+    other = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2, bias=False))
+    saved = build_optim_wrapper(other, dict(
+        optimizer=dict(type='AdamW', lr=1e-3),
+        paramwise_cfg=dict(custom_keys={'0': dict(lr_mult=0.5)}))).state_dict()
+    ours = _wrapper(Toy(), 'M2FOptimWrapperConstructor')
+    with pytest.raises(ValueError, match=r'3 parameter groups .*load_from'):
+        ours.load_state_dict(saved)
