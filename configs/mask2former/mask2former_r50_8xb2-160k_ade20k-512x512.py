@@ -25,12 +25,18 @@ train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU', 'mDice', 'mFscore'])
 test_evaluator = val_evaluator
 
-# optimizer
+# optimizer: mmseg's AdamW settings, with two changes that leave the updates
+# as they are but cut the host time per step: fused AdamW (one kernel, no
+# foreach temporaries) and one parameter group per distinct (lr, decay)
+# instead of one per parameter (M2FOptimWrapperConstructor: 451 -> 4 groups
+# for R50).
 embed_multi = dict(lr_mult=1.0, decay_mult=0.0)
 optimizer = dict(
-    type='AdamW', lr=0.0001, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999))
+    type='AdamW', lr=0.0001, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999),
+    fused=True)
 optim_wrapper = dict(
     type='OptimWrapper',
+    constructor='M2FOptimWrapperConstructor',
     optimizer=optimizer,
     clip_grad=dict(max_norm=0.01, norm_type=2),
     paramwise_cfg=dict(

@@ -86,28 +86,57 @@ def parse_variant(text: str) -> Tuple[str, Dict[str, object]]:
     return name, overrides
 
 
+def load_config(which: str):
+    """The full config of 'ours' (our R50 ADE20K config) or 'builtin'
+    (mmseg's own, shipped in its package)."""
+    import os.path as osp
+
+    import mmseg
+    from mmengine.config import Config
+    if which == 'ours':
+        from m2f_plugin.tools.demo import REPO
+        path = osp.join(REPO, OURS_CFG)
+        if not osp.exists(path):  # a wheel install: configs ship in .mim
+            path = osp.join(osp.dirname(osp.dirname(__file__)), '.mim',
+                            OURS_CFG)
+        return Config.fromfile(path)
+    return Config.fromfile(osp.join(osp.dirname(mmseg.__file__), '.mim',
+                                    'configs', BUILTIN_CFG))
+
+
+def make_optimizer(model: torch.nn.Module, which: str,
+                   optim: str) -> torch.optim.Optimizer:
+    """The optimizer a training step uses.
+
+    ``'plain'``: one AdamW group with torch's default implementation (foreach
+    on CUDA) on both sides, as in runs 1-15. ``'config'``: what each side's
+    own config builds through mmengine, i.e. what ``mim train`` runs: mmseg's
+    default constructor (one group per parameter, foreach AdamW) for the
+    built-in; ``M2FOptimWrapperConstructor`` (one group per option set) and
+    fused AdamW for ours. Build it after the model is on its device."""
+    if optim == 'plain':
+        return torch.optim.AdamW(model.parameters(), lr=1e-4,
+                                 weight_decay=0.05)
+    if optim != 'config':
+        raise ValueError(f"optim={optim!r}: expected 'plain' or 'config'")
+    from mmengine.optim import build_optim_wrapper
+    cfg = copy.deepcopy(load_config(which).optim_wrapper)
+    return build_optim_wrapper(model, cfg).optimizer
+
+
 def build(which: str, num_classes: int, small: bool,
           overrides: Optional[Dict[str, object]] = None):
     """Build 'ours' or 'builtin' (an EncoderDecoder), random init.
 
     ``overrides``: dotted model-config keys to set (see ``_override``)."""
-    import os.path as osp
-
-    import mmseg
-    from mmengine.config import Config
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
     import m2f_plugin  # noqa: F401
     register_all_modules(init_default_scope=True)
-    if which == 'ours':
-        from m2f_plugin.tools.demo import REPO
-        path = osp.join(REPO, OURS_CFG)
-    else:
+    if which == 'builtin':
         import mmdet.models  # noqa: F401
-        path = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs',
-                        BUILTIN_CFG)
-    cfg = copy.deepcopy(Config.fromfile(path).model)
+    cfg = copy.deepcopy(load_config(which).model)
     cfg.backbone.norm_cfg = dict(type='BN', requires_grad=True)
     cfg.backbone.init_cfg = None
     head = cfg.decode_head
@@ -149,9 +178,13 @@ def make_batch(batch: int, size, num_classes: int, device: str, seed: int = 0):
 
 
 def bench_train(model, batch: int, size, num_classes: int, device: str,
-                amp: Optional[str], warmup: int, iters: int) -> Dict:
+                amp: Optional[str], warmup: int, iters: int,
+                which: str = 'ours', optim: str = 'plain') -> Dict:
+    """Median/min/max step time, peak memory and step-0 losses of
+    ``loss`` + backward + grad clipping + optimizer step (see
+    ``make_optimizer`` for ``optim``)."""
     model = model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    opt = make_optimizer(model, which, optim)
     imgs, samples = make_batch(batch, size, num_classes, device)
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(amp)
     scaler = torch.amp.GradScaler(enabled=amp == 'fp16' and
@@ -269,6 +302,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         "cp:decode_head.pixel_decoder.with_cp=True (repeatable)")
     parser.add_argument('--no-builtin', action='store_true',
                         help="time ours only")
+    parser.add_argument(
+        '--optim', default='plain', choices=['plain', 'config'],
+        help="training's optimizer: 'plain' = one AdamW group on both sides "
+        "(runs 1-15); 'config' = each side's own config (mmseg's one group "
+        "per parameter; ours fused AdamW, one group per option set)")
     args = parser.parse_args(argv)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     small = args.smoke
@@ -279,7 +317,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parts = args.only or ['train', 'infer', 'op']
     result: Dict = dict(device=torch.cuda.get_device_name()
                         if device.startswith('cuda') else 'cpu',
-                        torch=torch.__version__, size=size, results={})
+                        torch=torch.__version__, size=size,
+                        optim=args.optim, results={})
     R = result['results']
 
     def record(key: str, fn: Callable[[], Dict]) -> None:
@@ -321,10 +360,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for which in variants:
                     m = models[which]
                     m.load_state_dict(states[which])
-                    record(f'train_{which}_b{b}_{amp}', lambda m=m, b=b, a=amp:
-                           bench_train(m, b, size, num_classes, device,
-                                       None if a == 'fp32' else a, warmup,
-                                       iters))
+                    record(f'train_{which}_b{b}_{amp}',
+                           lambda m=m, b=b, a=amp, w=which: bench_train(
+                               m, b, size, num_classes, device,
+                               None if a == 'fp32' else a, warmup, iters,
+                               w.split('_')[0], args.optim))
     if 'infer' in parts:
         sizes = [size] if small else [(512, 512), (1024, 2048)]
         for s in sizes:

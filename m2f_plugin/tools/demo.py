@@ -23,7 +23,8 @@ import sys
 import time
 from typing import List, Optional
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# realpath: setup_env.sh links site-packages/m2f_plugin to the checkout
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.realpath(__file__))))
 DEMO_CONFIG = 'configs/demo/mask2former_r18-tiny_1xb8-300it_synthetic-128x128.py'
 
 

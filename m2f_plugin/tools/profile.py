@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from .benchmark import build, make_batch
+from .benchmark import build, make_batch, make_optimizer
 
 # attribute paths labelled in the profile, whichever exist on the model
 STAGES = ('backbone', 'decode_head.pixel_decoder',
@@ -66,7 +66,8 @@ def _label_stages(model, memory: Dict[str, float], device: str) -> None:
 
 
 def _step_fn(model, mode: str, batch: int, size, num_classes: int,
-             device: str, amp: Optional[str]) -> Callable[[], None]:
+             device: str, amp: Optional[str], which: str = 'ours',
+             optim: str = 'plain') -> Callable[[], None]:
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(amp)
     autocast = functools.partial(torch.autocast, device.split(':')[0],
                                  dtype=dtype or torch.float32,
@@ -84,7 +85,7 @@ def _step_fn(model, mode: str, batch: int, size, num_classes: int,
                 model.inference(imgs, metas).argmax(1)
         return infer
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    opt = make_optimizer(model, which, optim)
     imgs, samples = make_batch(batch, size, num_classes, device)
     scaler = torch.amp.GradScaler(enabled=amp == 'fp16')
 
@@ -104,13 +105,15 @@ def _step_fn(model, mode: str, batch: int, size, num_classes: int,
 
 
 def profile_one(which: str, mode: str, batch: int, size, amp: Optional[str],
-                device: str, steps: int, warmup: int, small: bool) -> Dict:
+                device: str, steps: int, warmup: int, small: bool,
+                optim: str = 'plain') -> Dict:
     """Profile ``steps`` steps after ``warmup``; returns numbers + text."""
     num_classes = 150
     model = build(which, num_classes, small).to(device)
     memory: Dict[str, float] = {}
     _label_stages(model, memory, device)
-    step = _step_fn(model, mode, batch, size, num_classes, device, amp)
+    step = _step_fn(model, mode, batch, size, num_classes, device, amp,
+                    which, optim)
     cuda = device.startswith('cuda')
     for _ in range(warmup):
         step()
@@ -186,6 +189,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--smoke', action='store_true', help='tiny CPU run')
     parser.add_argument('--device', default=None)
+    parser.add_argument('--optim', default='plain', choices=['plain', 'config'],
+                        help='as in m2f_plugin.tools.benchmark')
     args = parser.parse_args(argv)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     size = tuple(args.size or ((64, 64) if args.smoke else (512, 512)))
@@ -198,7 +203,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     tag = f'{which}_{mode}_b{b}_{amp}'
                     r = profile_one(which, mode, b, size,
                                     None if amp == 'fp32' else amp, device,
-                                    args.steps, args.warmup, args.smoke)
+                                    args.steps, args.warmup, args.smoke,
+                                    args.optim)
                     text = _report(r)
                     print(text, flush=True)
                     with open(osp.join(args.out, f'{tag}.txt'), 'w') as f:
