@@ -31,10 +31,11 @@ def _td(**kw):
                 num_heads=4, ffn_dims=64, **kw)
 
 
-def _pair(device, pd=None, td=None):
-    """A graphed head and an eager twin with the same weights."""
+def _pair(device, pd=None, td=None, mode=True):
+    """A graphed head (``cuda_graph_train=mode``) and an eager twin with the
+    same weights."""
     kw = dict(pixel_decoder=pd or _pd(), transformer_decoder=td or _td())
-    head = tiny_head(cuda_graph_train=True, **kw).to(device).train()
+    head = tiny_head(cuda_graph_train=mode, **kw).to(device).train()
     eager = tiny_head(**kw).to(device).train()
     eager.load_state_dict(head.state_dict())
     return head, eager
@@ -89,11 +90,13 @@ def test_signature_has_shapes_grad_flags_and_autocast():
 
 
 @cuda
-@pytest.mark.parametrize('impl,with_cp', [('mmcv', False), ('triton', False),
-                                          ('mmcv', True)])
-def test_graphed_steps_match_eager(impl, with_cp):
+@pytest.mark.parametrize('impl,with_cp,mode', [
+    ('mmcv', False, True), ('triton', False, True), ('mmcv', True, True),
+    ('mmcv', True, 'transformer_decoder'),
+    ('pytorch', True, 'transformer_decoder')])
+def test_graphed_steps_match_eager(impl, with_cp, mode):
     head, eager = _pair('cuda', _pd(msda_impl=impl, with_cp=with_cp),
-                        _td(with_cp=with_cp))
+                        _td(with_cp=with_cp), mode)
     samples = seg_data_samples(make_label_maps(2, 64, 64, 5, seed=1))
     for s in samples:
         s.gt_sem_seg.data = s.gt_sem_seg.data.cuda()
@@ -163,3 +166,45 @@ def test_eager_fallback_equals_the_heads_training_forward():
         torch.testing.assert_close(a, b)
     for s in range(4):
         torch.testing.assert_close(sets[s], ref_sets[s])
+
+
+def test_cuda_graph_train_values_are_checked():
+    for mode in (False, True, 'transformer_decoder'):
+        assert tiny_head(cuda_graph_train=mode).cuda_graph_train == mode
+    with pytest.raises(ValueError, match="expected True .*'transformer_decoder"):
+        tiny_head(cuda_graph_train='pixel_decoder')
+
+
+def test_transformer_decoder_only_graph_equals_eager_on_cpu(monkeypatch):
+    """``cuda_graph_train='transformer_decoder'``, taken on the CPU with a
+    stand-in capture: the pixel decoder runs outside the captured module,
+    whose inputs are its outputs (mask features first); losses and gradients
+    of every parameter and of the backbone maps equal the eager head's over
+    three steps, and one capture serves them all."""
+    from tests.models.test_segmentor_graph import _stand_in_capture
+    captured = _stand_in_capture(monkeypatch, fail_with_backbone=False)
+    head, eager = _pair('cpu', mode='transformer_decoder')
+    monkeypatch.setattr(head, 'graphs_training', lambda x: True)
+    seen = []
+    real_call = head._graphed_train.__class__.__call__
+
+    def spy(self, feats, encoder=None):
+        seen.append([tuple(f.shape) for f in feats])
+        return real_call(self, feats, encoder)
+
+    monkeypatch.setattr(head._graphed_train.__class__, '__call__', spy)
+    samples = seg_data_samples(make_label_maps(2, 64, 64, 5, seed=1))
+    for step in range(3):
+        x = [f * (step + 1) for f in feats()]
+        got, g_grads = _step(head, x, samples, step)
+        want, e_grads = _step(eager, x, samples, step)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(g_grads, e_grads):
+            torch.testing.assert_close(a, b)
+    assert len(captured) == 1 and len(head._graphed_train._entries) == 1
+    assert captured[0].pixel_decoder is None
+    # mask features (B, C, H/4, W/4), then the memories of 3 levels
+    assert seen[0][0] == (2, 32, 16, 16) and len(seen[0]) == 4
+    sig = head._graphed_train._signature(x)
+    head.cuda_graph_train = True
+    assert head._graphed_train._signature(x) != sig

@@ -199,6 +199,22 @@ def test_one_capture_serves_every_step(monkeypatch):
     assert len(ours.decode_head._graphed_train._entries) == 1
 
 
+def test_transformer_decoder_only_keeps_backbone_and_pixel_decoder_eager(
+        monkeypatch):
+    """``cuda_graph_train='transformer_decoder'`` under M2FEncoderDecoder:
+    EncoderDecoder's ``loss`` (no ``loss_from_images``), one capture of the
+    transformer decoder alone, and steps equal to eager ones."""
+    ours, ref = pair('cpu')
+    ours.decode_head.cuda_graph_train = 'transformer_decoder'
+    calls = _as_if_on_cuda(ours, monkeypatch)
+    captured = _stand_in_capture(monkeypatch, fail_with_backbone=False)
+    for i in range(2):
+        _assert_same_step(ours, ref, i)
+    assert calls == []
+    assert len(captured) == 1
+    assert captured[0].encoder is None and captured[0].pixel_decoder is None
+
+
 def test_captured_module_with_backbone_equals_backbone_then_head():
     """What the graphs capture, run eagerly: the images go through the
     backbone inside the module, and the sets equal ``head.forward``'s."""

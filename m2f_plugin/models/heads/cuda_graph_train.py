@@ -8,6 +8,12 @@ backward graph sharing one memory pool) once per input signature. The
 matcher (Hungarian assignment on the host) and the losses stay eager: they
 read the graph's outputs, and their gradients enter its backward.
 
+With ``cuda_graph_train='transformer_decoder'`` only the transformer decoder
+is captured: the pixel decoder runs eagerly (checkpointed with ``with_cp``),
+so its activations, the largest of the head, stay out of the graphs' pool,
+while the transformer decoder, whose many small kernels cost the most host
+time per byte of activations, is replayed.
+
 The backbone stays eager too, unless the segmentor hands over the images and
 its backbone (``M2FEncoderDecoder``): then it is captured in the same graphs.
 That removes its host launches as well, and keeps every activation in the one
@@ -71,10 +77,14 @@ class Encoder(nn.Module):
 
 
 class _Decoders(nn.Module):
-    """[Encoder ->] pixel decoder -> transformer decoder with flat tensor
-    outputs: S class logits, S mask embeddings, then the mask features."""
+    """[Encoder ->] [pixel decoder ->] transformer decoder with flat tensor
+    outputs: S class logits, S mask embeddings, then the mask features.
 
-    def __init__(self, pixel_decoder: nn.Module, transformer_decoder: nn.Module,
+    Without a pixel decoder the inputs are its outputs: the mask features
+    (B, C, H/4, W/4), then the memories of each level."""
+
+    def __init__(self, pixel_decoder: Optional[nn.Module],
+                 transformer_decoder: nn.Module,
                  encoder: Optional[Encoder] = None) -> None:
         super().__init__()
         self.encoder = encoder
@@ -82,10 +92,13 @@ class _Decoders(nn.Module):
         self.transformer_decoder = transformer_decoder
 
     def forward(self, *inputs: Tensor) -> Tuple[Tensor, ...]:
-        # inputs: the images (with an encoder) or the head's input maps
-        feats = list(inputs) if self.encoder is None else self.encoder(
-            inputs[0])
-        mask_features, memories = self.pixel_decoder(list(feats))
+        if self.pixel_decoder is None:
+            mask_features, memories = inputs[0], list(inputs[1:])
+        else:
+            # inputs: the images (with an encoder) or the head's input maps
+            feats = list(inputs) if self.encoder is None else self.encoder(
+                inputs[0])
+            mask_features, memories = self.pixel_decoder(list(feats))
         all_cls, sets = self.transformer_decoder(memories, mask_features,
                                                  lazy_masks=True)
         return (*all_cls, *sets.embeds, sets.features)
@@ -150,9 +163,17 @@ class GraphedTraining:
                ) -> Tuple[List[Tensor], MaskLogitSets]:
         return _unflatten(self._decoders(encoder)(*feats))
 
+    @property
+    def transformer_decoder_only(self) -> bool:
+        """Whether only the transformer decoder is captured (the head's
+        ``cuda_graph_train='transformer_decoder'``): the inputs are then the
+        pixel decoder's outputs, mask features first."""
+        return self.owner.cuda_graph_train == 'transformer_decoder'
+
     def _decoders(self, encoder: Optional[Encoder]) -> _Decoders:
-        return _Decoders(self.owner.pixel_decoder,
-                         self.owner.transformer_decoder, encoder)
+        return _Decoders(
+            None if self.transformer_decoder_only else
+            self.owner.pixel_decoder, self.owner.transformer_decoder, encoder)
 
     def _signature(self, feats: Sequence[Tensor],
                    encoder: Optional[Encoder] = None) -> Tuple:
@@ -162,7 +183,8 @@ class GraphedTraining:
         (``requires_grad_``, ``eval()``, ``load_state_dict(assign=True)``
         or a swapped submodule each need a new capture)."""
         device = feats[0].device.type
-        return (tuple((t.shape, t.dtype, t.device, t.requires_grad)
+        return (self.transformer_decoder_only,
+                tuple((t.shape, t.dtype, t.device, t.requires_grad)
                       for t in feats),
                 torch.is_autocast_enabled(device),
                 torch.get_autocast_dtype(device),
@@ -180,7 +202,9 @@ class GraphedTraining:
 
         Args:
             feats: The head's input maps, L_in tensors (B, C_i, H_i, W_i); or,
-                with ``encoder``, one tensor of images (B, 3, H, W).
+                with ``encoder``, one tensor of images (B, 3, H, W); or, when
+                ``transformer_decoder_only``, the pixel decoder's outputs
+                (mask features, then the memories).
             encoder: Backbone (and neck) to run, and capture, first.
         """
         if encoder is not None and self.encoder_disabled:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +128,11 @@ class M2FHead(BaseDecodeHead):
         cuda_graph_train: In training on CUDA, replay the decoders' forward
             and backward as CUDA graphs (see ``GraphedTraining``): removes
             most of the host's per-kernel cost, which bounds small batches.
-            Needs a fixed input size and one backward per forward.
+            Needs a fixed input size and one backward per forward. ``True``:
+            both decoders (and the backbone under ``M2FEncoderDecoder``);
+            ``'transformer_decoder'``: only the transformer decoder, the
+            pixel decoder runs eagerly (its activations stay out of the
+            graphs' pool).
         ignore_index: Unlabelled pixels' label.
         align_corners: For every resize.
         **kwargs: Passed to ``BaseDecodeHead``.
@@ -155,7 +159,7 @@ class M2FHead(BaseDecodeHead):
                  predict_chunk: int = 1 << 22,
                  cuda_graph: bool = False,
                  max_graphs: int = 4,
-                 cuda_graph_train: bool = False,
+                 cuda_graph_train: Union[bool, str] = False,
                  ignore_index: int = 255,
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None,
@@ -172,6 +176,12 @@ class M2FHead(BaseDecodeHead):
         self.predict_chunk = predict_chunk
         self.cuda_graph = cuda_graph
         self._graphed = GraphedInference(self, self._decode_last, max_graphs)
+        if not (cuda_graph_train is True or cuda_graph_train is False or
+                cuda_graph_train == 'transformer_decoder'):
+            raise ValueError(
+                f'M2FHead: cuda_graph_train={cuda_graph_train!r}; expected '
+                "True (both decoders), 'transformer_decoder' (only that one) "
+                'or False')
         self.cuda_graph_train = cuda_graph_train
         self._graphed_train = GraphedTraining(self)
 
@@ -226,16 +236,24 @@ class M2FHead(BaseDecodeHead):
         """Losses of all prediction sets (keys as mmdet's Mask2Former)."""
         # masks as embeddings x features: no (B, Q, H, W) set keeps gradients
         if self.graphs_training(inputs[0]):
-            all_cls, all_masks = self._graphed_train(
-                self._transform_inputs(inputs))
+            feats = self._transform_inputs(inputs)
+            if self.cuda_graph_train == 'transformer_decoder':
+                # eager (and checkpointed with with_cp): the pixel decoder's
+                # activations stay out of the graphs' pool
+                mask_features, memories = self.pixel_decoder(feats)
+                feats = [mask_features, *memories]
+            all_cls, all_masks = self._graphed_train(feats)
         else:
             all_cls, all_masks = self.forward(inputs, lazy_masks=True)
         return self._loss_of(all_cls, all_masks, batch_data_samples)
 
     def graphs_training(self, x: Tensor) -> bool:
         """Whether this training step runs as CUDA graphs (``x``: any input)."""
-        return (self.cuda_graph_train and x.is_cuda and
-                torch.is_grad_enabled() and self._graph_safe())
+        return (bool(self.cuda_graph_train) and x.is_cuda and
+                torch.is_grad_enabled() and
+                # an eager pixel decoder may use any deformable attention
+                (self.cuda_graph_train == 'transformer_decoder' or
+                 self._graph_safe()))
 
     def loss_from_images(self, images: Tensor, backbone: nn.Module,
                          neck: Optional[nn.Module],
