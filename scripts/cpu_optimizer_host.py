@@ -10,7 +10,9 @@ left is the per-group and per-tensor work on the host: Python loops, dispatch,
 
 Prints the median milliseconds per step and the number of aten ops per step
 for: mmseg's grouping (one group per parameter) with foreach and with fused
-AdamW, and M2FOptimWrapperConstructor's grouping with each.
+AdamW, and M2FOptimWrapperConstructor's grouping with each. With
+``--memory``, the real parameters instead, and the peak of the tensors the
+step creates (its temporaries) from the profiler's memory timeline.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import time
 
 import torch
 from mmengine.optim import build_optim_wrapper
+from torch.profiler import ProfilerActivity, profile
+from torch.profiler._memory_profiler import Action
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from m2f_plugin.tools.benchmark import build, load_config
@@ -71,10 +75,35 @@ def _measure(groups, repeats: int, **impl):
         opt.param_groups)
 
 
+def _temporaries_mb(groups, **impl) -> float:
+    """Peak MB of tensors created by one clip + step (real parameters; the
+    gradients and AdamW state exist before it)."""
+    opt = torch.optim.AdamW(groups, **impl)
+    params = [p for g in opt.param_groups for p in g['params']]
+    for p in params:
+        p.grad = torch.full_like(p, 1e-3)
+    opt.step()  # creates the state
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True,
+                 record_shapes=True, with_stack=True) as prof:
+        torch.nn.utils.clip_grad_norm_(params, 0.01)
+        opt.step()
+    live, current, peak = {}, 0, 0
+    for _, action, (key, _), size in prof._memory_profile().timeline:
+        if action == Action.CREATE:
+            live[key] = size
+            current += size
+        elif action == Action.DESTROY:
+            current -= live.pop(key, 0)
+        peak = max(peak, current)
+    return peak / 2**20
+
+
 def main() -> None:
     """Print the table; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--repeats', type=int, default=50)
+    parser.add_argument('--memory', action='store_true',
+                        help="real parameters: the step's temporaries (MB)")
     args = parser.parse_args()
     model = build('ours', 150, False)
     cfg = load_config('ours').optim_wrapper
@@ -86,6 +115,18 @@ def main() -> None:
         'M2FOptimWrapperConstructor': build_optim_wrapper(
             model, copy.deepcopy(cfg)).optimizer.param_groups,
     }
+    if args.memory:
+        print(f'{"grouping":34s} {"AdamW":8s} {"temporaries MB":>14s}')
+        for name, groups in groupings.items():
+            for impl in ('foreach', 'fused'):
+                fresh = [dict(g, params=list(g['params'])) for g in groups]
+                for g in fresh:
+                    g.pop('initial_lr', None)
+                    g.pop('foreach', None)
+                    g.pop('fused', None)
+                print(f'{name:34s} {impl:8s} '
+                      f'{_temporaries_mb(fresh, **{impl: True}):14.1f}')
+        return
     print(f'{"grouping":34s} {"AdamW":8s} {"groups":>6s} {"ms/step":>8s} '
           f'{"aten ops":>8s}')
     for name, groups in groupings.items():
