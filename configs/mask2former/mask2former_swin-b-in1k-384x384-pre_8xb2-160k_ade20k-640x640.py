@@ -95,8 +95,7 @@ custom_keys.update({
 # optimizer: mmseg's AdamW settings, with two changes that leave the updates
 # as they are but cut the host time per step: fused AdamW (one kernel, no
 # foreach temporaries) and one parameter group per distinct (lr, decay)
-# instead of one per parameter (M2FOptimWrapperConstructor: 451 -> 4 groups
-# for R50).
+# instead of one per parameter (M2FOptimWrapperConstructor).
 optimizer = dict(
     type='AdamW', lr=0.0001, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999),
     fused=True)

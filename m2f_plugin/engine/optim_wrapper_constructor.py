@@ -3,7 +3,7 @@ options instead of one per parameter.
 
 mmengine's ``DefaultOptimWrapperConstructor`` with a ``paramwise_cfg`` puts
 every parameter in its own group: 451 groups for Mask2Former R50, where only
-four distinct (lr, weight decay) settings exist. PyTorch's optimizers loop over
+four distinct option sets exist (three distinct (lr, weight decay) pairs). PyTorch's optimizers loop over
 groups in Python, so each step pays the per-group overhead 451 times, and a
 ``foreach``/``fused`` kernel only ever sees one tensor. Merging the groups
 gives the same update (every parameter keeps its own lr and weight decay)
@@ -16,9 +16,13 @@ Use it in a config::
         optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05, fused=True),
         paramwise_cfg=dict(...))
 
-Checkpoints written with mmengine's default constructor (one group per
-parameter) resume into the merged groups: the saved groups are merged the
-same way before PyTorch loads them.
+Resuming keeps this run's optimizer implementation (``fused``, ``foreach``,
+...), which PyTorch would otherwise take from the checkpoint. A checkpoint
+written with mmengine's default constructor (one group per parameter) is
+refused with a clear error: its learning-rate schedulers' state has one entry
+per parameter too, and no merge of the optimizer alone would keep them right.
+Resume such a checkpoint with the default constructor, or start from its
+weights (``load_from``).
 """
 from __future__ import annotations
 
@@ -58,26 +62,30 @@ def merge_param_groups(groups: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return merged
 
 
-def _merge_saved_groups(optimizer, state_dict: Dict[str, Any]
-                        ) -> Optional[Dict[str, Any]]:
-    """``load_state_dict`` pre-hook: a state dict with one group per
-    parameter (mmengine's default constructor) is merged like ours."""
+# chosen by the run, not by the checkpoint: a fused optimizer that loads a
+# foreach checkpoint's groups would step the slow way, and under AMP its
+# GradScaler path would fail
+IMPLEMENTATION_KEYS = ('fused', 'foreach', 'capturable', 'differentiable')
+
+
+def _load_state_dict_pre_hook(optimizer, state_dict: Dict[str, Any]
+                              ) -> Dict[str, Any]:
+    """Keep the current implementation flags; refuse another grouping."""
     saved = state_dict['param_groups']
     ours = optimizer.param_groups
-    if len(saved) == len(ours):
-        return None
-    merged = merge_param_groups(saved)
-    if [len(g['params']) for g in merged] != [len(g['params']) for g in ours]:
+    if len(saved) != len(ours):
         raise ValueError(
-            f'The checkpoint\'s optimizer has {len(saved)} parameter groups '
-            f'({len(merged)} after merging equal options, sizes '
-            f'{[len(g["params"]) for g in merged]}), this one has '
-            f'{len(ours)} (sizes {[len(g["params"]) for g in ours]}). '
-            'M2FOptimWrapperConstructor merges parameters with equal options '
-            'into one group; the checkpoint comes from a different model or '
-            'paramwise_cfg. Resume with the config that wrote it, or start '
-            'from its weights only (load_from without resume).')
-    return dict(state_dict, param_groups=merged)
+            f"The checkpoint's optimizer has {len(saved)} parameter groups, "
+            f'this one has {len(ours)} (M2FOptimWrapperConstructor puts '
+            'parameters with equal options in one group). A checkpoint '
+            "written with mmengine's default constructor has one group per "
+            'parameter; resume it with --cfg-options '
+            'optim_wrapper.constructor=DefaultOptimWrapperConstructor '
+            'optim_wrapper.optimizer.fused=None, or start from its weights '
+            'only (load_from without resume).')
+    groups = [dict(g, **{k: cur[k] for k in IMPLEMENTATION_KEYS if k in cur})
+              for g, cur in zip(saved, ours)]
+    return dict(state_dict, param_groups=groups)
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -101,10 +109,9 @@ class M2FOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             params[:] = merge_param_groups(params)
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        """Build the optimizer wrapper; its optimizer also loads state dicts
-        saved with one group per parameter."""
+        """Build the optimizer wrapper; its optimizer keeps its implementation
+        flags when it loads a state dict (see the module docstring)."""
         wrapper = super().__call__(model)
-        if self.paramwise_cfg:
-            wrapper.optimizer.register_load_state_dict_pre_hook(
-                _merge_saved_groups)
+        wrapper.optimizer.register_load_state_dict_pre_hook(
+            _load_state_dict_pre_hook)
         return wrapper

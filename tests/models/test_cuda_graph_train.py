@@ -151,7 +151,7 @@ def test_pytorch_msda_trains_eagerly():
     got, _ = _step(head, x, samples, 0)
     want, _ = _step(eager, x, samples, 0)
     torch.testing.assert_close(got, want)
-    assert head._graphed_train.disabled and not head._graphed_train._entries
+    assert not head.graphs_training(x[0]) and not head._graphed_train._entries
 
 
 def test_eager_fallback_equals_the_heads_training_forward():
@@ -208,3 +208,13 @@ def test_transformer_decoder_only_graph_equals_eager_on_cpu(monkeypatch):
     sig = head._graphed_train._signature(x)
     head.cuda_graph_train = True
     assert head._graphed_train._signature(x) != sig
+
+
+def test_pytorch_msda_for_inference_graphs_keeps_training_graphs(monkeypatch):
+    """'pytorch' deformable attention turns off the inference graphs (it
+    syncs with the host); in 'transformer_decoder' mode the eager pixel
+    decoder may use it, so the training graphs stay on."""
+    head, _ = _pair('cpu', _pd(msda_impl='pytorch'),
+                    mode='transformer_decoder')
+    assert not head._graph_safe()
+    assert head._graphed.disabled and not head._graphed_train.disabled

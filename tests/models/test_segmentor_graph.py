@@ -213,6 +213,15 @@ def test_transformer_decoder_only_keeps_backbone_and_pixel_decoder_eager(
     assert calls == []
     assert len(captured) == 1
     assert captured[0].encoder is None and captured[0].pixel_decoder is None
+    # called directly, loss_from_images runs the backbone eagerly too
+    images, samples = batch('cpu', 2)
+    torch.manual_seed(2)
+    got = ours.decode_head.loss_from_images(images, ours.backbone, None,
+                                            samples)
+    torch.manual_seed(2)
+    want = ref.decode_head.loss(ref.backbone(images), samples, None)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], msg=k)
 
 
 def test_captured_module_with_backbone_equals_backbone_then_head():

@@ -269,6 +269,11 @@ class M2FHead(BaseDecodeHead):
             neck: Its neck, or None.
             batch_data_samples: With ``gt_sem_seg``.
         """
+        if self.cuda_graph_train == 'transformer_decoder':
+            # this mode graphs the transformer decoder alone
+            feats = backbone(images)
+            return self.loss(feats if neck is None else neck(feats),
+                             batch_data_samples, None)
         encoder = Encoder(backbone, neck, self._transform_inputs)
         all_cls, all_masks = self._graphed_train((images, ), encoder)
         return self._loss_of(all_cls, all_masks, batch_data_samples)
@@ -298,7 +303,9 @@ class M2FHead(BaseDecodeHead):
                  if type(m).__name__ == 'MSDeformAttn'}
         if 'pytorch' in impls:
             if not self._graphed.disabled:
-                self._graphed.disabled = self._graphed_train.disabled = True
+                # inference graphs only: training asks this every step, and
+                # cuda_graph_train='transformer_decoder' does not need it
+                self._graphed.disabled = True
                 print_log("M2FHead: cuda_graph needs msda_impl 'mmcv' or "
                           "'triton' on CUDA ('pytorch' syncs with the host); "
                           'running eagerly', logger='current',
