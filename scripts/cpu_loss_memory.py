@@ -16,8 +16,7 @@ import argparse
 import collections
 
 import torch
-from torch.profiler import ProfilerActivity, profile
-from torch.profiler._memory_profiler import Action
+from cpu_memory_peak import created_tensors_peak  # scripts/, beside this
 
 from m2f_plugin.models.layers.mask_logits import MaskLogitSets
 from m2f_plugin.tools.benchmark import build, make_batch
@@ -51,18 +50,7 @@ def main() -> None:
     eager_part()  # warm-up
     for t in leaves:
         t.grad = None
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True,
-                 record_shapes=True, with_stack=True) as prof:
-        eager_part()
-    live, current, peak, at_peak = {}, 0, 0, {}
-    for _, action, (key, _), size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
-            live[key] = size
-            current += size
-        elif action == Action.DESTROY:
-            current -= live.pop(key, 0)
-        if current > peak:
-            peak, at_peak = current, dict(live)
+    peak, at_peak = created_tensors_peak(eager_part)
     outputs = sum(t.numel() * t.element_size() for t in leaves)
     print(f'batch {args.batch}, {args.size}x{args.size}: eager part peaks at '
           f'{peak / 2**20:.1f} MB above its inputs (the decoders\' outputs: '

@@ -23,9 +23,8 @@ import statistics
 import time
 
 import torch
+from cpu_memory_peak import created_tensors_peak  # scripts/, beside this
 from mmengine.optim import build_optim_wrapper
-from torch.profiler import ProfilerActivity, profile
-from torch.profiler._memory_profiler import Action
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from m2f_plugin.tools.benchmark import build, load_config
@@ -83,18 +82,11 @@ def _temporaries_mb(groups, **impl) -> float:
     for p in params:
         p.grad = torch.full_like(p, 1e-3)
     opt.step()  # creates the state
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True,
-                 record_shapes=True, with_stack=True) as prof:
+    def step() -> None:
         torch.nn.utils.clip_grad_norm_(params, 0.01)
         opt.step()
-    live, current, peak = {}, 0, 0
-    for _, action, (key, _), size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
-            live[key] = size
-            current += size
-        elif action == Action.DESTROY:
-            current -= live.pop(key, 0)
-        peak = max(peak, current)
+
+    peak, _ = created_tensors_peak(step)
     return peak / 2**20
 
 

@@ -26,11 +26,5 @@ timeout 480 python3 -m m2f_plugin.tools.benchmark --only train --amp fp32 \
   --variant "fullcp:$FULL;$CP" \
   --variant "fulllow:$FULL;$LOW;decode_head.transformer_decoder.with_cp=True" \
   > "$OUT/fullgraph.log" 2>&1
-grep -E "^train_" "$OUT/fullgraph.log" | python3 -c "
-import sys, json
-for line in sys.stdin:
-    k, _, v = line.partition(' ')
-    d = json.loads(v)
-    print(f'{k:30s}', ' '.join(f'{a}={b:.4g}' if isinstance(b, float) else f'{a}={str(b)[:200]}' for a, b in d.items() if a in ('step_s','min_s','peak_mb','reserved_mb','loss_step0','error')))
-"
+python3 scripts/summarize_train_log.py < "$OUT/fullgraph.log"
 grep -iE "warn|fail|error" "$OUT/fullgraph.log" | sort | uniq -c | head -8

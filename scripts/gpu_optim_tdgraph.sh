@@ -31,12 +31,6 @@ for OPTIM in ${OPTIMS:-config plain}; do
     --variant "lowtdcp:$LOW;$TD;decode_head.transformer_decoder.with_cp=True" \
     > "$OUT/train_$OPTIM.log" 2>&1
   echo "== --optim $OPTIM"
-  grep -E "^train_" "$OUT/train_$OPTIM.log" | python3 -c "
-import sys, json
-for line in sys.stdin:
-    k, _, v = line.partition(' ')
-    d = json.loads(v)
-    print(f'{k:30s}', ' '.join(f'{a}={b:.4g}' if isinstance(b, float) else f'{a}={str(b)[:200]}' for a, b in d.items() if a in ('step_s','min_s','peak_mb','reserved_mb','loss_step0','error')))
-"
+  python3 scripts/summarize_train_log.py < "$OUT/train_$OPTIM.log"
   grep -iE "warn|fail|error" "$OUT/train_$OPTIM.log" | sort | uniq -c | head -8
 done
