@@ -38,18 +38,30 @@ def test_mask_logits_function_gradients():
                                torch.einsum('bqc,bcn->bqn', embed, feats))
 
 
+@pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('splits', [0, 4])
 @pytest.mark.parametrize('with_mask', [False, True])
-def test_math_attention_equals_sdpa(with_mask):
+def test_math_attention_equals_sdpa(with_mask, splits, batch, monkeypatch):
+    """The matmul form, with attn x v split over the keys as on CUDA
+    (``splits=4``: 30 keys padded to 32) or plain (CPU's auto choice)."""
+    import m2f_plugin.models.decoder.attention as attention
+    calls = []
+
+    def forced(a, b):
+        calls.append(a.shape)
+        return splitk_bmm(a, b, splits)
+
+    monkeypatch.setattr(attention, 'splitk_bmm', forced)
     torch.manual_seed(0)
     sdpa = MultiheadAttention(32, 4, impl='sdpa').double()
     math = copy.deepcopy(sdpa)
     math.impl = 'math'
-    q = torch.randn(2, 7, 32, dtype=torch.float64, requires_grad=True)
-    kv = torch.randn(2, 30, 32, dtype=torch.float64)
-    pos = torch.randn(2, 30, 32, dtype=torch.float64)
+    q = torch.randn(batch, 7, 32, dtype=torch.float64, requires_grad=True)
+    kv = torch.randn(batch, 30, 32, dtype=torch.float64)
+    pos = torch.randn(batch, 30, 32, dtype=torch.float64)
     mask = None
     if with_mask:
-        mask = torch.rand(2, 7, 30) > 0.6
+        mask = torch.rand(batch, 7, 30) > 0.6
         mask[:, 0] = True  # every query attends somewhere
     outs = []
     for m in (sdpa, math):
@@ -58,6 +70,25 @@ def test_math_attention_equals_sdpa(with_mask):
         outs.append((out, grad))
     torch.testing.assert_close(outs[0][0], outs[1][0])
     torch.testing.assert_close(outs[0][1], outs[1][1])
+    assert calls == [(batch * 4, 7, 30)]  # heads folded into the batch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_math_attention_splits_long_key_sets_on_cuda():
+    """Inference cross-attention against the 1/8 level of a 1024x2048 image
+    (32768 keys): attn x v is split, and equals SDPA."""
+    torch.manual_seed(0)
+    math = MultiheadAttention(256, 8, impl='math').cuda()
+    q = torch.randn(1, 100, 256, device='cuda')
+    kv = torch.randn(1, 32768, 256, device='cuda')
+    mask = torch.rand(1, 100, 32768, device='cuda') > 0.5
+    with torch.no_grad():
+        out = math(q, kv, kv, attend_mask=mask)
+        math.impl = 'sdpa'
+        ref = math(q, kv, kv, attend_mask=mask)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    from m2f_plugin.models.layers.splitk_bmm import _auto_splits
+    assert _auto_splits(8, 100, 32, 32768) == 8
 
 
 def test_attention_impl_is_checked():

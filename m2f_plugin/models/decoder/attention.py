@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers.splitk_bmm import splitk_bmm
+
 __all__ = ['MultiheadAttention', 'ATTN_IMPLS']
 
 # 'auto': matmuls when no gradient is needed (inference), SDPA in training
@@ -35,7 +37,12 @@ def _math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor],
     attn = logits.softmax(-1)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
-    return torch.matmul(attn.to(v.dtype), v)
+    # (B*h, Q, N) x (B*h, N, d): a tiny output over a long reduction (N up to
+    # 32768 keys at 1024x2048), which cuBLAS runs on ~32 blocks: split N
+    b, h, nq, n = attn.shape
+    out = splitk_bmm(attn.to(v.dtype).reshape(b * h, nq, n),
+                     v.reshape(b * h, n, v.shape[-1]))
+    return out.view(b, h, nq, -1)
 
 
 class MultiheadAttention(nn.Module):

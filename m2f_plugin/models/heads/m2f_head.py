@@ -75,7 +75,10 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
     rows = height if chunk <= 0 else max(
         1, chunk // max(1, batch * num_queries * width))
     out = probs.new_empty(batch, num_classes, height * width)
-    probs_t = probs.transpose(1, 2)  # (B, K, Q)
+    # (B, K, Q), contiguous: a view of the sliced (B, Q, K + 1) probabilities
+    # has an odd leading dimension (K + 1 = 151), which sends cuBLAS to its
+    # unaligned kernels for every band
+    probs_t = probs.transpose(1, 2).contiguous()
     needs_grad = torch.is_grad_enabled() and (probs.requires_grad or
                                               masks.requires_grad)
     for top in range(0, height, rows):
