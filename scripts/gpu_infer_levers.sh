@@ -9,9 +9,11 @@
 #     (run 8: RowwiseMomentsCUDAKernel, 388 us x 5 per image);
 #   - the semantic map's class probabilities made contiguous
 #     (run 8: cutlass ... sgemm_128x32_8x5_nt_align1, 51 us x 51 per image).
-# Compare the profile's kernel table with docs/bench/profile_after/
+# The benchmark times each lever switched off in the same process (variants
+# nosplit, nogn, neither; the contiguous probabilities have no switch), and
+# the profile's kernel table compares with docs/bench/profile_after/
 # ours_infer_1024x2048_b1_fp32.txt (kernel times travel across hosts better
-# than wall times) and the fps ratios with runs 5-8.
+# than wall times).
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT/prof"
@@ -20,9 +22,12 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider \
   tests/models/test_group_norm.py tests/models/test_perf_paths.py \
   tests/models/test_head.py > "$OUT/pytest_gpu.log" 2>&1
 tail -3 "$OUT/pytest_gpu.log"
-timeout 300 python3 -m m2f_plugin.tools.benchmark --only infer \
+NOSPLIT="decode_head.transformer_decoder.cross_attn_split_keys=False"
+NOGN="decode_head.pixel_decoder.norm_split_stats=False"
+timeout 400 python3 -m m2f_plugin.tools.benchmark --only infer \
   --iters ${ITERS:-30} --warmup 5 --out "$OUT/infer.json" \
-  > "$OUT/infer.log" 2>&1
+  --variant "nosplit:$NOSPLIT" --variant "nogn:$NOGN" \
+  --variant "neither:$NOSPLIT;$NOGN" > "$OUT/infer.log" 2>&1
 grep -E "infer|fps|MB" "$OUT/infer.log" | tail -20
 timeout 150 python3 -m m2f_plugin.tools.profile --steps 5 --warmup 3 \
   --out "$OUT/prof" --which ours builtin --mode infer --batch 1 \

@@ -43,7 +43,17 @@ def test_split_path_only_at_inference_on_large_float32_groups(monkeypatch):
         assert not norm.uses_split_stats(big.half())
     norm.requires_grad_(False)
     assert norm.uses_split_stats(big)
-    assert not norm.uses_split_stats(big.requires_grad_())
+    assert not norm.uses_split_stats(big.clone().requires_grad_())
+    norm.bias.requires_grad_(True)
+    assert not norm.uses_split_stats(big)
+    norm.bias.requires_grad_(False)
+    # one row per (image, group): from max_rows on, the native kernel fills
+    # the GPU by itself
+    norm.max_rows = 8
+    assert not norm.uses_split_stats(big)  # 2 images x 4 groups
+    assert norm.uses_split_stats(big[:1])
+    norm.max_rows = 0
+    assert not norm.uses_split_stats(big[:1])
     monkeypatch.setattr(ParallelStatsGroupNorm, 'split_devices', ('cuda', ))
     with torch.no_grad():
         assert not norm.uses_split_stats(big)  # CPU by default
@@ -88,6 +98,22 @@ def test_pixel_decoder_inference_same_with_split_statistics(monkeypatch):
     torch.testing.assert_close(out[0], ref[0], atol=1e-4, rtol=1e-4)
     for a, b in zip(out[1], ref[1]):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_pixel_decoder_norm_split_stats_switch(monkeypatch):
+    monkeypatch.setattr(ParallelStatsGroupNorm, 'split_devices',
+                        ('cuda', 'cpu'))
+    x = torch.randn(1, 32, 256, 256)  # 8 groups of 4 x 256 x 256 = 2**18
+    for on in (True, False):
+        decoder = M2FPixelDecoder(in_channels=[16, 32, 64, 128],
+                                  feat_channels=32, out_channels=32,
+                                  num_layers=1, num_heads=4, ffn_dims=64,
+                                  num_groups=8, msda_impl='pytorch',
+                                  norm_split_stats=on).eval()
+        norms = [m for m in decoder.modules()
+                 if isinstance(m, ParallelStatsGroupNorm)]
+        with torch.no_grad():
+            assert [m.uses_split_stats(x) for m in norms] == [on] * 5
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

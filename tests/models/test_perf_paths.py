@@ -38,12 +38,26 @@ def test_mask_logits_function_gradients():
                                torch.einsum('bqc,bcn->bqn', embed, feats))
 
 
-@pytest.mark.parametrize('batch', [1, 2])
-@pytest.mark.parametrize('splits', [0, 4])
-@pytest.mark.parametrize('with_mask', [False, True])
-def test_math_attention_equals_sdpa(with_mask, splits, batch, monkeypatch):
-    """The matmul form, with attn x v split over the keys as on CUDA
-    (``splits=4``: 30 keys padded to 32) or plain (CPU's auto choice)."""
+def _attention_pair(batch, with_mask, requires_grad=False):
+    """An SDPA attention, its 'math' twin and float64 inputs."""
+    torch.manual_seed(0)
+    sdpa = MultiheadAttention(32, 4, impl='sdpa').double()
+    math = copy.deepcopy(sdpa)
+    math.impl = 'math'
+    q = torch.randn(batch, 7, 32, dtype=torch.float64,
+                    requires_grad=requires_grad)
+    kv = torch.randn(batch, 30, 32, dtype=torch.float64)
+    pos = torch.randn(batch, 30, 32, dtype=torch.float64)
+    mask = None
+    if with_mask:
+        mask = torch.rand(batch, 7, 30) > 0.6
+        mask[:, 0] = True  # every query attends somewhere
+    return sdpa, math, (q, kv, kv, None, pos, mask)
+
+
+def _spy_splitk(monkeypatch, splits):
+    """Replace the attention's ``splitk_bmm`` by one that records its left
+    operand's shape and splits into ``splits`` pieces (on any device)."""
     import m2f_plugin.models.decoder.attention as attention
     calls = []
 
@@ -52,31 +66,73 @@ def test_math_attention_equals_sdpa(with_mask, splits, batch, monkeypatch):
         return splitk_bmm(a, b, splits)
 
     monkeypatch.setattr(attention, 'splitk_bmm', forced)
-    torch.manual_seed(0)
-    sdpa = MultiheadAttention(32, 4, impl='sdpa').double()
-    math = copy.deepcopy(sdpa)
-    math.impl = 'math'
-    q = torch.randn(batch, 7, 32, dtype=torch.float64, requires_grad=True)
-    kv = torch.randn(batch, 30, 32, dtype=torch.float64)
-    pos = torch.randn(batch, 30, 32, dtype=torch.float64)
-    mask = None
-    if with_mask:
-        mask = torch.rand(batch, 7, 30) > 0.6
-        mask[:, 0] = True  # every query attends somewhere
+    return calls
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('with_mask', [False, True])
+def test_math_attention_equals_sdpa(with_mask, batch, monkeypatch):
+    """Values and gradients; with gradients the keys are never split."""
+    calls = _spy_splitk(monkeypatch, 4)
+    sdpa, math, args = _attention_pair(batch, with_mask, requires_grad=True)
     outs = []
     for m in (sdpa, math):
-        out = m(q, kv, kv, None, pos, mask)
-        grad, = torch.autograd.grad(out.square().sum(), q)
+        out = m(*args)
+        grad, = torch.autograd.grad(out.square().sum(), args[0])
         outs.append((out, grad))
     torch.testing.assert_close(outs[0][0], outs[1][0])
     torch.testing.assert_close(outs[0][1], outs[1][1])
-    assert calls == [(batch * 4, 7, 30)]  # heads folded into the batch
+    assert calls == []
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('split_keys', [True, False])
+@pytest.mark.parametrize('with_mask', [False, True])
+def test_math_attention_split_keys_equals_sdpa(with_mask, split_keys, batch,
+                                               monkeypatch):
+    """Inference: attn x v split into 4 pieces as on CUDA (30 keys padded to
+    32; heads folded into the batch), or one matmul with
+    ``split_keys=False``."""
+    calls = _spy_splitk(monkeypatch, 4)
+    sdpa, math, args = _attention_pair(batch, with_mask)
+    math.split_keys = split_keys
+    with torch.no_grad():
+        torch.testing.assert_close(math(*args), sdpa(*args))
+    assert calls == ([(batch * 4, 7, 30)] if split_keys else [])
+
+
+def test_math_attention_traced_without_split(monkeypatch):
+    """A traced graph must not freeze the split to the traced key count."""
+    calls = _spy_splitk(monkeypatch, 4)
+    _, math, (q, kv, _, _, pos, _) = _attention_pair(1, False)
+    math.requires_grad_(False)  # traced closures take no grad parameters
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda a, b: math(a, b, b), (q, kv),
+                                 check_trace=False)
+        longer = torch.randn(1, 45, 32, dtype=torch.float64)
+        torch.testing.assert_close(traced(q, longer), math(q, longer, longer))
+    assert calls == [(4, 7, 45)]  # the eager reference only
+
+
+def test_transformer_decoder_passes_split_keys():
+    m = M2FMaskedTransformerDecoder(num_classes=5, in_channels=32,
+                                    embed_dims=32, mask_dims=32, num_layers=2,
+                                    num_heads=4, ffn_dims=64,
+                                    cross_attn_split_keys=False)
+    assert [layer.cross_attn.split_keys for layer in m.layers] == [False] * 2
+    assert all(layer.self_attn.split_keys for layer in m.layers)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-def test_math_attention_splits_long_key_sets_on_cuda():
+def test_math_attention_splits_long_key_sets_on_cuda(monkeypatch):
     """Inference cross-attention against the 1/8 level of a 1024x2048 image
-    (32768 keys): attn x v is split, and equals SDPA."""
+    (32768 keys): attn x v is split in 8 (the automatic choice), and equals
+    SDPA."""
+    import m2f_plugin.models.decoder.attention as attention
+    calls = []
+    monkeypatch.setattr(attention, 'splitk_bmm',
+                        lambda a, b: calls.append(a.shape) or splitk_bmm(a, b))
+    monkeypatch.setattr(torch, 'bmm', _counting(torch.bmm, calls))
     torch.manual_seed(0)
     math = MultiheadAttention(256, 8, impl='math').cuda()
     q = torch.randn(1, 100, 256, device='cuda')
@@ -87,8 +143,15 @@ def test_math_attention_splits_long_key_sets_on_cuda():
         math.impl = 'sdpa'
         ref = math(q, kv, kv, attend_mask=mask)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
-    from m2f_plugin.models.layers.splitk_bmm import _auto_splits
-    assert _auto_splits(8, 100, 32, 32768) == 8
+    # splitk_bmm called once, and its bmm ran 8 pieces per head
+    assert calls == [(8, 100, 32768), ('bmm', 64, 100, 4096)]
+
+
+def _counting(fn, calls):
+    def wrapped(a, b, *args, **kwargs):
+        calls.append(('bmm', *a.shape))
+        return fn(a, b, *args, **kwargs)
+    return wrapped
 
 
 def test_attention_impl_is_checked():

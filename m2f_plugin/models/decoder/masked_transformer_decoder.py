@@ -39,6 +39,9 @@ class M2FMaskedTransformerDecoder(nn.Module):
         cross_attn_impl: Masked cross-attention kernel: 'auto' (matmuls at
             inference, SDPA in training), 'math' or 'sdpa'; see
             ``MultiheadAttention``.
+        cross_attn_split_keys: At inference on CUDA, split the
+            cross-attention's probabilities x values over the keys (up to
+            32768 at 1024x2048); see ``MultiheadAttention.split_keys``.
         with_cp: Recompute each layer in the backward pass (activation
             checkpointing) instead of keeping its activations.
     """
@@ -48,7 +51,9 @@ class M2FMaskedTransformerDecoder(nn.Module):
                  num_queries: int = 100, num_layers: int = 9,
                  num_levels: int = 3, num_heads: int = 8,
                  ffn_dims: int = 2048, dropout: float = 0.0,
-                 cross_attn_impl: str = 'auto', with_cp: bool = False) -> None:
+                 cross_attn_impl: str = 'auto',
+                 cross_attn_split_keys: bool = True,
+                 with_cp: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
         self._rng = dropout > 0  # see MSDeformEncoder: no RNG state to keep
@@ -64,7 +69,8 @@ class M2FMaskedTransformerDecoder(nn.Module):
         self.query_embed = nn.Embedding(num_queries, embed_dims)
         self.layers = nn.ModuleList(
             MaskedDecoderLayer(embed_dims, num_heads, ffn_dims, dropout,
-                               cross_attn_impl) for _ in range(num_layers))
+                               cross_attn_impl, cross_attn_split_keys)
+            for _ in range(num_layers))
         self.predictor = MaskClassPredictor(embed_dims, num_classes, mask_dims)
         self.init_weights()
 

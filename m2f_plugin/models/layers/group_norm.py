@@ -1,13 +1,16 @@
 """GroupNorm whose statistics are reduced by the whole GPU at inference.
 
 PyTorch's CUDA GroupNorm computes each (image, group)'s mean and variance in
-one thread block. The pixel decoder's stride-4 maps at batch 1 have 32 groups
-of up to a million elements each (1024x2048 input: 8 x 256 x 512), so 32 of
-the H100's 132 SMs stream them: 390-440 us per call where reading the map
-once takes ~50 us (profile of run 8, ``docs/bench/profile_after``).
+one thread block. At batch 1 the pixel decoder's maps have 32 groups, so 32
+of an H100's 132 SMs do the reduction; at 1024x2048 the stride-4 maps' groups
+hold a million elements each. In run 8's profile (``docs/bench/profile_after``)
+the statistics kernel averaged 388 us over the five norms of different sizes,
+the stride-4 ones roughly 0.8 ms, where reading such a map once takes ~50 us.
 ``torch.var_mean`` over the same rows splits each row across many blocks.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +37,10 @@ def group_norm_split_stats(x: Tensor, num_groups: int, weight: Tensor,
     var, mean = torch.var_mean(x.reshape(n, num_groups, -1), dim=-1,
                                correction=0)  # (N, G) each
     rstd = var.add_(eps).rsqrt_()
-    # per (image, channel): out = x * scale + shift
+    # per (image, channel): out = x * scale + shift, shift = bias - mean*scale
     scale = rstd[:, :, None] * weight.view(num_groups, -1)  # (N, G, C/G)
-    shift = bias.view(num_groups, -1) - mean[:, :, None] * scale
+    shift = torch.addcmul(bias.view(num_groups, -1), mean[:, :, None], scale,
+                          value=-1)
     trailing = (1, ) * (x.dim() - 2)
     return torch.addcmul(shift.view(n, c, *trailing), x,
                          scale.view(n, c, *trailing))
@@ -44,39 +48,53 @@ def group_norm_split_stats(x: Tensor, num_groups: int, weight: Tensor,
 
 class ParallelStatsGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` (same parameters and state-dict keys) that uses
-    ``group_norm_split_stats`` where PyTorch's kernel is slow: float32 CUDA
-    input without autograd (inference) and groups of at least
-    ``min_group_elements`` elements. Elsewhere (training, CPU, half
+    ``group_norm_split_stats`` where PyTorch's kernel leaves the GPU idle:
+    float32 CUDA input without autograd (inference), few (image, group) rows
+    (fewer than ``max_rows``) and large groups (at least
+    ``min_group_elements`` elements each). Elsewhere (training, CPU, half
     precision, tracing and ONNX export) it is ``nn.GroupNorm``.
+
+    The split path costs 6 small launches instead of the native ~3, so it
+    only pays where the reduction is long and poorly spread.
 
     ``split_devices`` (a class attribute, ``('cuda',)``) names the device
     types that take the split path; the tests add ``'cpu'``.
 
     Args:
-        num_groups, num_channels, eps, affine: As ``nn.GroupNorm``.
+        num_groups, num_channels, eps, affine, device, dtype: As
+            ``nn.GroupNorm``.
         min_group_elements: Smallest group (C/G x H x W elements) that takes
-            the split path: below it, the native kernel's one block per group
-            already fills the GPU and costs fewer launches (~5 instead of 2).
+            the split path.
+        max_rows: The native kernel runs one block per (image, group) row;
+            from about one row per SM (132 on an H100, 108 on an A100) it
+            fills the GPU itself. 0 turns the split path off.
     """
 
     split_devices = ('cuda', )
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
-                 affine: bool = True,
-                 min_group_elements: int = 1 << 18) -> None:
-        super().__init__(num_groups, num_channels, eps, affine)
+                 affine: bool = True, device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None,
+                 min_group_elements: int = 1 << 18,
+                 max_rows: int = 128) -> None:
+        super().__init__(num_groups, num_channels, eps, affine, device=device,
+                         dtype=dtype)
         self.min_group_elements = min_group_elements
+        self.max_rows = max_rows
 
     def uses_split_stats(self, x: Tensor) -> bool:
         """Whether ``forward(x)`` takes the split-statistics path."""
-        if (x.device.type not in self.split_devices or x.dtype != torch.float32 or not self.affine
-                or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        if (x.device.type not in self.split_devices or x.dtype != torch.float32
+                or not self.affine or torch.jit.is_tracing()
+                or torch.onnx.is_in_onnx_export()):
             return False
         if torch.is_grad_enabled() and (x.requires_grad or
-                                        self.weight.requires_grad):
+                                        self.weight.requires_grad or
+                                        self.bias.requires_grad):
             return False
-        group = x.numel() // max(1, x.shape[0] * self.num_groups)
-        return group >= self.min_group_elements
+        rows = x.shape[0] * self.num_groups
+        return (rows < self.max_rows and
+                x.numel() // max(1, rows) >= self.min_group_elements)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, *) -> (N, C, *)."""

@@ -28,15 +28,18 @@ def _check_strides(strides: Sequence[int], in_channels: Sequence[int]) -> None:
 
 
 def _conv_gn(in_ch: int, out_ch: int, kernel: int, groups: int, *,
-             bias: bool, relu: bool) -> nn.Sequential:
+             bias: bool, relu: bool, split_stats: bool) -> nn.Sequential:
     """Conv -> GroupNorm [-> ReLU], as ``Sequential`` (keys ``0.*``, ``1.*``).
 
-    The GroupNorm reduces its statistics across the GPU at inference (see
-    ``ParallelStatsGroupNorm``): at 1024x2048 the stride-4 maps' groups hold
-    a million elements each."""
+    With ``split_stats`` the GroupNorm reduces its statistics across the GPU
+    at inference where that pays (see ``ParallelStatsGroupNorm``): at
+    1024x2048 the stride-4 maps' groups hold a million elements each."""
+    norm = ParallelStatsGroupNorm(groups, out_ch)
+    if not split_stats:
+        norm.max_rows = 0
     layers: List[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias),
-        ParallelStatsGroupNorm(groups, out_ch)
+        norm
     ]
     if relu:
         layers.append(nn.ReLU(inplace=True))
@@ -71,6 +74,9 @@ class M2FPixelDecoder(nn.Module):
         ffn_dims: Encoder FFN hidden channels.
         dropout: Encoder dropout.
         num_groups: GroupNorm groups.
+        norm_split_stats: Let the GroupNorms reduce their statistics across
+            the GPU at inference on large maps (``ParallelStatsGroupNorm``);
+            False keeps PyTorch's kernel everywhere.
         msda_impl: Deformable-attention kernel, see ``MSDeformAttn``.
         with_cp: Activation checkpointing: recompute each encoder layer and
             the FPN levels in the backward pass instead of keeping their
@@ -84,7 +90,8 @@ class M2FPixelDecoder(nn.Module):
                  num_levels: int = 3, num_layers: int = 6, num_heads: int = 8,
                  num_points: int = 4, ffn_dims: int = 1024,
                  dropout: float = 0.0, num_groups: int = 32,
-                 msda_impl: str = 'mmcv', with_cp: bool = False) -> None:
+                 msda_impl: str = 'mmcv', with_cp: bool = False,
+                 norm_split_stats: bool = True) -> None:
         super().__init__()
         _check_strides(strides, in_channels)
         if not 1 <= num_levels <= len(in_channels):
@@ -97,7 +104,8 @@ class M2FPixelDecoder(nn.Module):
         # the reference keeps a bias before GN in the input projections only
         self.input_projs = nn.ModuleList(
             _conv_gn(in_channels[num_inputs - 1 - i], feat_channels, 1,
-                     num_groups, bias=True, relu=False)
+                     num_groups, bias=True, relu=False,
+                     split_stats=norm_split_stats)
             for i in range(num_levels))
         self.pos_encoding = SinePositionEncoding2d(feat_channels // 2)
         self.level_embed = nn.Parameter(torch.empty(num_levels, feat_channels))
@@ -110,10 +118,12 @@ class M2FPixelDecoder(nn.Module):
         num_fpn = num_inputs - num_levels
         self.lateral_convs = nn.ModuleList(
             _conv_gn(in_channels[num_fpn - 1 - i], feat_channels, 1, num_groups,
-                     bias=False, relu=False) for i in range(num_fpn))
+                     bias=False, relu=False, split_stats=norm_split_stats)
+            for i in range(num_fpn))
         self.output_convs = nn.ModuleList(
             _conv_gn(feat_channels, feat_channels, 3, num_groups, bias=False,
-                     relu=True) for _ in range(num_fpn))
+                     relu=True, split_stats=norm_split_stats)
+            for _ in range(num_fpn))
         self.mask_proj = nn.Conv2d(feat_channels, out_channels, 1)
         self._geometry_cache: Dict[Tuple, Tuple[Tensor, Tensor, Tensor]] = {}
         self.init_weights()
