@@ -13,6 +13,7 @@ from .utils.checkpoint_compat import allow_mmengine_checkpoints  # noqa: E402
 allow_mmengine_checkpoints()
 
 from . import datasets, engine, models  # noqa: E402,F401  (registers)
+from .accel import graphed_head, graphed_segmentor  # noqa: E402,F401
 from .version import __version__  # noqa: E402
 
 __all__ = ['__version__']

@@ -8,7 +8,7 @@ import torch
 
 from m2f_plugin.models.losses import set_criterion
 from m2f_plugin.models.matcher import hungarian_matcher
-from tests.conftest import build_tiny_segmentor, make_label_maps, seg_data_samples
+from tests.helpers import build_tiny_segmentor, make_label_maps, seg_data_samples
 
 
 def _batch(seed: int = 0):
@@ -89,9 +89,10 @@ def test_matcher_and_losses_compute_in_float32_under_autocast(
         monkeypatch.setattr(loss, 'forward', spy)
     real_criterion = set_criterion.SetCriterion.forward
 
-    def spy_criterion(self, all_cls, all_masks, targets):
-        seen['head_out'] += [t.dtype for t in list(all_cls) + list(all_masks)]
-        return real_criterion(self, all_cls, all_masks, targets)
+    def spy_criterion(self, predictions, targets):
+        seen['head_out'] += [t.dtype for t in predictions.class_logits +
+                             predictions.mask_embeds]
+        return real_criterion(self, predictions, targets)
 
     monkeypatch.setattr(set_criterion.SetCriterion, 'forward', spy_criterion)
 

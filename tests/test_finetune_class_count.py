@@ -7,7 +7,7 @@ import torch
 from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import load_checkpoint
 
-from tests.conftest import build_tiny_segmentor, make_label_maps, seg_data_samples
+from tests.helpers import build_tiny_segmentor, make_label_maps, seg_data_samples
 
 
 def test_load_other_class_count_logs_and_trains(tmp_path, caplog):

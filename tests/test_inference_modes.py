@@ -6,7 +6,7 @@ from mmengine.config import ConfigDict
 from mmengine.dataset import pseudo_collate
 from mmseg.registry import DATASETS, MODELS
 
-from tests.conftest import build_tiny_segmentor
+from tests.helpers import build_tiny_segmentor
 
 
 def _metas(h: int, w: int):

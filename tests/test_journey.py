@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import DEMO_CONFIG, REPO
+from tests.helpers import DEMO_CONFIG, REPO
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 TEST = osp.join(REPO, 'tools', 'test.py')
@@ -106,7 +106,7 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
     BN runs in eval mode (``norm_eval``) so that per-rank batches see the
     same normalisation as the full batch, augmentation is made deterministic
     (each process has its own random stream), and every image sees the same
-    sampled points in both runs (``M2F_FIXED_POINTS``), so matching is the
+    sampled points in both runs (``DumpLossesHook(fixed_points=True)``), so matching is the
     same. The mask/Dice losses are normalised by the target count averaged
     over ranks: their rank mean equals the single-process value up to float
     rounding. The class loss is a per-rank weighted mean (as in mmdet), which
@@ -122,9 +122,10 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
               'model.decode_head.matcher.num_points': 2048,
               'train_dataloader.sampler.shuffle': False,
               'custom_imports.imports': "['m2f_plugin','tests.helpers.dump_losses_hook']",
-              'custom_hooks.0.type': 'DumpLossesHook'}
+              'custom_hooks.0.type': 'DumpLossesHook',
+              'custom_hooks.0.fixed_points': True}
     single, ddp = str(tmp_path / 'single'), str(tmp_path / 'ddp')
-    env = {'PYTHONPATH': REPO, 'M2F_FIXED_POINTS': '1'}
+    env = {'PYTHONPATH': REPO}
     _run([sys.executable, TRAIN, DEMO_CONFIG, '--work-dir', single]
          + _options(data_root, 1, **common,
                     **{'train_dataloader.batch_size': 4}), cwd=REPO,

@@ -6,7 +6,7 @@ import sys
 
 PLUGIN_MODELS = ['M2FHead', 'M2FPixelDecoder', 'M2FMaskedTransformerDecoder',
                  'M2FClassLoss', 'M2FPointBCELoss', 'M2FPointDiceLoss',
-                 'M2FResNet', 'M2FEncoderDecoder']
+                 'M2FResNet', 'M2FEncoderDecoder', 'M2FGraphedHead']
 PLUGIN_TASK_UTILS = ['M2FHungarianMatcher']
 
 

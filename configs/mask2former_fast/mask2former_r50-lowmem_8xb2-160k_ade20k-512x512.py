@@ -10,10 +10,6 @@
 # - Pixel decoder: its encoder layers and the stride-4 FPN level (the largest
 #   activations of the head).
 # - Transformer decoder: not checkpointed (little memory, much host time).
-#
-# H100, same run (docs/perf.md, run 12): batch 8, 0.41x the built-in's peak
-# memory at 2.29x its speed; batch 2, 0.53x at 1.35x (run 15: batch 8, 0.43x
-# at 2.20x; batch 2, 0.52x at 1.31x).
 _base_ = ['../mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py']
 model = dict(
     backbone=dict(type='M2FResNet', cp_stages=(0, 1)),

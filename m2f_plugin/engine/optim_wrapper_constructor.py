@@ -16,6 +16,12 @@ Use it in a config::
         optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05, fused=True),
         paramwise_cfg=dict(...))
 
+The default constructor logs one ``paramwise_options`` line per parameter and
+option (hundreds of lines for a small model); this one logs one line per
+merged group instead (its options, how many parameters, from which modules,
+which ``custom_keys`` matched), and the parameter names of each group at
+DEBUG level.
+
 Resuming keeps this run's optimizer implementation (``fused``, ``foreach``,
 ...), which PyTorch would otherwise take from the checkpoint. A checkpoint
 written with mmengine's default constructor (one group per parameter) is
@@ -26,9 +32,12 @@ weights (``load_from``).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Union
+import logging
+from collections import Counter
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch.nn as nn
+from mmengine.logging import MMLogger, print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
@@ -60,6 +69,61 @@ def merge_param_groups(groups: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         else:
             merged.append(dict(opts, params=list(group['params'])))
     return merged
+
+
+_PARAMWISE_PREFIX = 'paramwise_options -- '
+
+
+class _DropPerParameterLines(logging.Filter):
+    """Drops the default constructor's per-parameter ``paramwise_options``
+    lines (replaced by :func:`describe_param_groups`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_PARAMWISE_PREFIX)
+
+
+def _module_of(name: str) -> str:
+    """The first two components of a parameter's module path
+    (``decode_head.pixel_decoder``), or its owner for shallower names."""
+    parts = name.split('.')[:-1] or [name]
+    return '.'.join(parts[:2])
+
+
+def describe_param_groups(groups: Sequence[Dict[str, Any]],
+                          names: Dict[int, str],
+                          custom_keys: Sequence[str] = ()) -> List[str]:
+    """One summary line per parameter group, for the log.
+
+    Args:
+        groups: Param-group dicts (``params``: tensors).
+        names: ``id(param)`` -> parameter name.
+        custom_keys: The ``paramwise_cfg.custom_keys`` names; each line says
+            which of them its parameters matched (first match, longest key
+            first, as the default constructor applies them).
+
+    Returns:
+        Lines like ``paramwise_options -- group 2/3: weight_decay=0.0 -> 61
+        parameters (backbone: 40, decode_head.pixel_decoder: 21; custom
+        keys: level_embed)``.
+    """
+    keys = sorted(sorted(custom_keys), key=len, reverse=True)
+    lines = []
+    for i, group in enumerate(groups, 1):
+        opts = ', '.join(f'{k}={v}' for k, v in _options(group).items())
+        group_names = [names.get(id(p), '?') for p in group['params']]
+        modules = Counter(_module_of(n) for n in group_names)
+        where = ', '.join(f'{m}: {c}' for m, c in modules.items())
+        matched = []
+        for n in group_names:
+            key = next((k for k in keys if k in n), None)
+            if key is not None and key not in matched:
+                matched.append(key)
+        if matched:
+            where += '; custom keys: ' + ', '.join(matched)
+        lines.append(f'{_PARAMWISE_PREFIX}group {i}/{len(groups)}: '
+                     f'{opts or "optimizer defaults"} -> {len(group_names)} '
+                     f'parameters ({where})')
+    return lines
 
 
 # chosen by the run, not by the checkpoint: a fused optimizer that loads a
@@ -103,10 +167,28 @@ class M2FOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                    prefix: str = '',
                    is_dcn_module: Optional[Union[int, float]] = None) -> None:
         """Add the module's parameters as the default constructor does, then,
-        at the top of the recursion (``prefix == ''``), merge the groups."""
-        super().add_params(params, module, prefix, is_dcn_module)
-        if prefix == '':
-            params[:] = merge_param_groups(params)
+        at the top of the recursion (``prefix == ''``), merge the groups and
+        log one line per merged group."""
+        if prefix != '':
+            super().add_params(params, module, prefix, is_dcn_module)
+            return
+        logger = MMLogger.get_current_instance()
+        drop = _DropPerParameterLines()
+        logger.addFilter(drop)
+        try:
+            super().add_params(params, module, prefix, is_dcn_module)
+        finally:
+            logger.removeFilter(drop)
+        params[:] = merge_param_groups(params)
+        names = {id(p): n for n, p in module.named_parameters()}
+        custom_keys = list(self.paramwise_cfg.get('custom_keys', {}))
+        for line in describe_param_groups(params, names, custom_keys):
+            print_log(line, logger='current')
+        for i, group in enumerate(params, 1):
+            print_log(f'{_PARAMWISE_PREFIX}group {i}/{len(params)} parameters: '
+                      + ', '.join(names.get(id(p), '?')
+                                  for p in group['params']),
+                      logger='current', level=logging.DEBUG)
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
         """Build the optimizer wrapper; its optimizer keeps its implementation

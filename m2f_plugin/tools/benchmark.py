@@ -6,8 +6,14 @@ crop), and timed in the same process: training step (median/min/max, peak
 memory, step-0 losses), inference (fps, peak memory), and the deformable
 attention op alone.
 
-    python -m m2f_plugin.tools.benchmark --out bench.json            # GPU
+    python -m m2f_plugin.tools.benchmark --preset speed --out bench.json
     python -m m2f_plugin.tools.benchmark --smoke --out smoke.json    # CPU
+
+Presets (``--preset``, see ``PRESETS``) are the published comparisons; they
+run on any CUDA machine with the stack installed. Variants of ours are
+config overrides (``--variant NAME:dotted.key=value;...``); the key
+``compile`` compiles ``loss`` and ``inference`` with ``torch.compile`` in
+the given mode (``compile='default'`` or ``'reduce-overhead'``).
 
 Timings use ``torch.cuda.synchronize`` around each step; peak memory is
 ``torch.cuda.max_memory_allocated`` after a reset (GPU only).
@@ -109,7 +115,7 @@ def make_optimizer(model: torch.nn.Module, which: str,
     """The optimizer a training step uses.
 
     ``'plain'``: one AdamW group with torch's default implementation (foreach
-    on CUDA) on both sides, as in runs 1-15. ``'config'``: what each side's
+    on CUDA) on both sides. ``'config'``: what each side's
     own config builds through mmengine, i.e. what ``mim train`` runs: mmseg's
     default constructor (one group per parameter, foreach AdamW) for the
     built-in; ``M2FOptimWrapperConstructor`` (one group per option set) and
@@ -148,9 +154,16 @@ def build(which: str, num_classes: int, small: bool,
             head.num_points = head.matcher.num_points = 256
         else:
             head.train_cfg.num_points = 256
+    overrides = dict(overrides or {})
+    compile_mode = overrides.pop('compile', None)
     _override(cfg, overrides)
     model = MODELS.build(cfg)
     model.init_weights()
+    if compile_mode is not None:
+        # what mmengine's ``compile`` option does to the runner's step,
+        # applied to the two entry points timed here
+        model.loss = torch.compile(model.loss, mode=compile_mode)
+        model.inference = torch.compile(model.inference, mode=compile_mode)
     return model
 
 
@@ -237,7 +250,7 @@ def bench_infer(model, batch: int, size, device: str, amp: Optional[str],
 
 def bench_msda(batch: int, device: str, dtype: torch.dtype, impls: List[str],
                warmup: int, iters: int, small: bool) -> Dict:
-    from m2f_plugin.models.layers.msdeform_attn import ms_deform_attn_core
+    from m2f_plugin.accel.msda_ops import MSDA_KERNELS
     shapes = [(16, 16), (8, 8), (4, 4)] if small else [(64, 64), (32, 32),
                                                        (16, 16)]
     heads, ch, points = 8, 32, 4
@@ -255,8 +268,8 @@ def bench_msda(batch: int, device: str, dtype: torch.dtype, impls: List[str],
         leaves = [t.clone().requires_grad_() for t in (value, loc, attw)]
 
         def fwd():
-            return ms_deform_attn_core(leaves[0], spatial, start, leaves[1],
-                                       leaves[2], impl)
+            return MSDA_KERNELS[impl](leaves[0], spatial, start, leaves[1],
+                                      leaves[2], 64)
 
         def fwdbwd():
             fwd().sum().backward()
@@ -276,8 +289,45 @@ def bench_msda(batch: int, device: str, dtype: torch.dtype, impls: List[str],
     return res
 
 
+_GRAPHED = ("type='M2FEncoderDecoder';decode_head.type='M2FGraphedHead';"
+            'decode_head.cuda_graph_train=True;decode_head.cuda_graph=True')
+# name -> arguments: the published comparisons, each one command
+PRESETS: Dict[str, List[str]] = {
+    # training step and inference, fp32 and AMP, against the built-in
+    'speed': ['--only', 'train', 'infer', '--amp', 'fp32', 'bf16', 'fp16',
+              '--optim', 'config'],
+    # memory recipes: activation checkpointing, with and without graphs
+    'memory': ['--only', 'train', '--amp', 'fp32', '--optim', 'config',
+               '--variant', "lowmem:backbone.type='M2FResNet';"
+               'backbone.cp_stages=(0, 1);decode_head.pixel_decoder.with_cp=True',
+               '--variant', 'graphcp:' + _GRAPHED +
+               ";backbone.type='M2FResNet';backbone.cp_stages=(0, 1);"
+               'decode_head.pixel_decoder.with_cp=True;'
+               'decode_head.transformer_decoder.with_cp=True'],
+    # hand-written CUDA graphs against torch.compile (default and
+    # reduce-overhead, which adds CUDA graphs)
+    'graphs': ['--only', 'train', 'infer', '--amp', 'fp32', '--optim',
+               'config', '--variant', 'graph:' + _GRAPHED,
+               '--variant', "compile:compile='default'",
+               '--variant', "compile_ro:compile='reduce-overhead'"],
+    # the deformable-attention op alone: mmcv, Triton, PyTorch reference
+    'op': ['--only', 'op', '--msda-impls', 'mmcv', 'triton', 'pytorch'],
+}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(argv) if argv is not None else None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument('--preset', choices=sorted(PRESETS))
+    known, rest = pre.parse_known_args(argv)
+    if known.preset:
+        argv = PRESETS[known.preset] + rest
+    else:
+        argv = rest
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--preset', choices=sorted(PRESETS),
+                        help='a published comparison (see PRESETS); further '
+                        'arguments add to or override it')
     parser.add_argument('--out', default='benchmark.json')
     parser.add_argument('--smoke', action='store_true',
                         help='tiny CPU run (tests)')
@@ -304,9 +354,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="time ours only")
     parser.add_argument(
         '--optim', default='plain', choices=['plain', 'config'],
-        help="training's optimizer: 'plain' = one AdamW group on both sides "
-        "(runs 1-15); 'config' = each side's own config (mmseg's one group "
-        "per parameter; ours fused AdamW, one group per option set)")
+        help="training's optimizer: 'plain' = one AdamW group on both sides; "
+        "'config' = each side's own config (mmseg's one group per parameter; "
+        'ours fused AdamW, one group per option set)')
     args = parser.parse_args(argv)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     small = args.smoke

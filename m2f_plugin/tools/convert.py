@@ -10,9 +10,12 @@ checkpoint (.pth); head keys are renamed, the rest kept.
 ``Mask2FormerForUniversalSegmentation.save_pretrained`` (config.json +
 model.safetensors / pytorch_model.bin, sharded or not), or one weights file
 with ``--hf-config``. The model config is derived from config.json and written
-next to DST (DST with a ``.py`` suffix, or ``--config-out``), ready for
-``mim test m2f_plugin <config> --checkpoint DST``. The converted weights are
-checked against a model built from that config (keys and shapes).
+next to DST (DST with a ``.py`` suffix, or ``--config-out``); for a known
+class count (150 ADE20K, 19 Cityscapes, 171 COCO-Stuff) or ``--base`` files
+with a test set it is ready for ``mim test m2f_plugin <config> --checkpoint
+DST``, otherwise it holds the model only and the printed next step says what
+to add. The converted weights are checked against a model built from that
+config (keys and shapes).
 
 Prints what was mapped, ignored, unexpected and missing. Exit status: 0 done,
 1 keys left unmapped or not fitting (nothing written unless
@@ -112,9 +115,51 @@ def _convert_hf(args: argparse.Namespace) -> int:
                     'config': osp.basename(config_out),
                     'dataset_meta': {'classes': derivation.class_names}}}
     torch.save(out, args.dst)
-    print(f'wrote {args.dst}\nwrote {config_out}\n'
-          f'evaluate: mim test m2f_plugin {config_out} --checkpoint {args.dst}')
+    print(f'wrote {args.dst}\nwrote {config_out}')
+    print(next_step(config_out, args.dst, derivation.num_classes))
     return 0
+
+
+# what mmengine's Runner.test() needs besides the model
+TEST_KEYS = ('test_dataloader', 'test_evaluator', 'test_cfg')
+
+
+def next_step(config: str, checkpoint: str, num_classes: int) -> str:
+    """The command to run next, one that works for the config as written.
+
+    A config with a test set (a known class count, or ``--base`` files that
+    bring one) gets its ``mim test`` command. A model-only config cannot be
+    tested: the text says what to add, and gives a command that works now
+    (load the weights into the model).
+
+    Args:
+        config: The derived config file.
+        checkpoint: The converted checkpoint.
+        num_classes: The model's class count.
+
+    Returns:
+        The lines to print.
+    """
+    from mmengine.config import Config
+    test = f'mim test m2f_plugin {config} --checkpoint {checkpoint}'
+    try:
+        cfg = Config.fromfile(config)
+    except Exception as err:  # e.g. a --base file that does not exist
+        return (f'note: {config} does not load ({type(err).__name__}: {err}); '
+                f'fix its _base_ (--base), then evaluate with:\n  {test}')
+    missing = [k for k in TEST_KEYS if cfg.get(k) is None]
+    if not missing:
+        return f'evaluate: {test}'
+    load = ('python -c "from mmseg.apis import init_model; '
+            f"init_model('{config}', '{checkpoint}', device='cpu')\"")
+    return (
+        f'next: {config} holds the model only (no mmseg data set base for '
+        f'{num_classes} classes), so `mim test` cannot run it yet: it needs '
+        f'{", ".join(missing)}. Add a data set with {num_classes} classes, '
+        "e.g. --base mmseg::_base_/default_runtime.py <your data set's base "
+        "config>, plus test_cfg = dict(type='TestLoop') if the bases do not "
+        f'set it; then evaluate with:\n  {test}\n'
+        f'check now that the weights load into the model:\n  {load}')
 
 
 def main(argv: Optional[List[str]] = None) -> int:

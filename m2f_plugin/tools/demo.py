@@ -5,6 +5,9 @@
 3. ``mim test`` on the best checkpoint (mmseg's ``IoUMetric``),
 4. ``MMSegInferencer(model=<config>, weights=<checkpoint>)`` on a val image,
    saving a coloured overlay PNG,
+5. one summary figure (``<work-dir>/summary.png``): the training-loss and
+   validation-mIoU curves from the run's logs, and input / ground truth /
+   prediction for the first few validation images,
 
 then print the mIoU and where every file is.
 
@@ -13,6 +16,7 @@ then print the mIoU and where every file is.
 from __future__ import annotations
 
 import argparse
+import copy
 import glob
 import json
 import os
@@ -21,7 +25,10 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 # realpath: setup_env.sh links site-packages/m2f_plugin to the checkout
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.realpath(__file__))))
@@ -41,6 +48,297 @@ def _mim() -> str:
 def _run(cmd: List[str]) -> None:
     print('$ ' + ' '.join(cmd), flush=True)
     subprocess.run(cmd, check=True)
+
+
+# ------------------------------------------------------------ summary figure
+
+IGNORE_COLOUR = (255, 255, 255)  # ignore_index pixels in the ground truth
+PANEL_SIDE = 256  # px; small images are enlarged by a whole factor (no blur)
+COLUMNS = ('input', 'ground truth', 'prediction')
+LOSS_COLOUR = '#1f77b4'
+MIOU_COLOUR = '#d62728'
+
+
+@dataclass
+class SummaryFigure:
+    """What :func:`make_summary_figure` wrote.
+
+    Attributes:
+        path: The PNG.
+        panels: ``(column, row)`` -> ``(left, top, width, height)`` in PNG
+            pixels, for the columns ``'input'``, ``'ground truth'``,
+            ``'prediction'`` (row = index among the shown images) and the
+            curves ``('loss', 0)``, ``('mIoU', 0)`` (their plot areas).
+        images: The validation images shown, one per row.
+        has_curves: Whether a training log was found (else the curve panels
+            only say that there is none).
+    """
+
+    path: str
+    panels: Dict[Tuple[str, int], Tuple[int, int, int, int]] = field(
+        default_factory=dict)
+    images: List[str] = field(default_factory=list)
+    has_curves: bool = False
+
+
+def load_scalars(work_dir: str) -> Tuple[List[dict], List[dict]]:
+    """The training and validation records of a run's mmengine logs.
+
+    Reads ``<work_dir>/<timestamp>/vis_data/scalars.json`` (written by
+    ``LocalVisBackend``; the LoggerHook's ``<timestamp>.json`` next to it if
+    that is missing), every timestamp in order, so a resumed run gives one
+    curve; a later record for the same step replaces the earlier one.
+
+    Args:
+        work_dir: The run's work_dir.
+
+    Returns:
+        ``(train, val)``: records (dicts with ``step``) sorted by step;
+        training records carry ``loss``, validation records ``mIoU``. Both
+        empty if the work_dir holds no log.
+    """
+    train: Dict[int, dict] = {}
+    val: Dict[int, dict] = {}
+    for run_dir in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data'))):
+        path = osp.join(run_dir, 'scalars.json')
+        if not osp.isfile(path):
+            stamp = osp.basename(osp.dirname(run_dir))
+            path = osp.join(run_dir, f'{stamp}.json')
+            if not osp.isfile(path):
+                continue
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                record = json.loads(line)
+                if 'step' not in record:
+                    continue
+                if 'loss' in record:
+                    train[int(record['step'])] = record
+                elif 'mIoU' in record:
+                    val[int(record['step'])] = record
+    return ([train[k] for k in sorted(train)], [val[k] for k in sorted(val)])
+
+
+def colorize(label: np.ndarray, palette: Sequence[Sequence[int]],
+             ignore_index: int = 255) -> np.ndarray:
+    """Label map (H, W) -> RGB uint8 (H, W, 3) in the data set's palette.
+
+    ``ignore_index`` is white; ids without a palette entry are black.
+    """
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:len(palette)] = np.asarray(palette, np.uint8)[:256]
+    if 0 <= ignore_index < 256:
+        lut[ignore_index] = IGNORE_COLOUR
+    return lut[np.clip(label, 0, 255).astype(np.uint8)]
+
+
+def fit_panel(image: np.ndarray, side: int = PANEL_SIDE,
+              nearest: bool = True) -> np.ndarray:
+    """Scale an image to fit ``side`` x ``side``: enlarged by the largest
+    whole factor (pixel repetition, so a panel shows exact colours), or
+    shrunk (nearest neighbour for label maps, area for photos)."""
+    h, w = image.shape[:2]
+    if max(h, w) <= side:
+        k = side // max(h, w)
+        return np.repeat(np.repeat(image, k, axis=0), k, axis=1)
+    import cv2
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+    return cv2.resize(image, size, interpolation=interp)
+
+
+def _predict_val_images(config: Any, checkpoint: str, num_images: int,
+                        cfg_options: Optional[Dict[str, Any]],
+                        device: str) -> Tuple[List[dict], dict, int]:
+    """Run the checkpoint on the first validation images, through the
+    validation data set and pipeline (what ``mim test`` sees).
+
+    Returns:
+        (rows: dicts with ``path``, ``image``, ``gt``, ``pred``), the data
+        set's metainfo, its ignore_index.
+    """
+    import mmcv
+    import torch
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+    from mmseg.apis import init_model
+    from mmseg.registry import DATASETS
+
+    import m2f_plugin  # noqa: F401  (registers the model and data set)
+
+    cfg = (copy.deepcopy(config) if isinstance(config, Config)
+           else Config.fromfile(config))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    dataset = DATASETS.build(copy.deepcopy(cfg.val_dataloader.dataset))
+    model = init_model(cfg, checkpoint, device=device)
+    rows = []
+    for i in range(min(num_images, len(dataset))):
+        data = dataset[i]
+        sample = data['data_samples']
+        with torch.no_grad():
+            pred = model.test_step(pseudo_collate([data]))[0]
+        pred = pred.pred_sem_seg.data[0].cpu().numpy()
+        gt = sample.gt_sem_seg.data[0].cpu().numpy()
+        image = mmcv.imread(sample.img_path, 'color', channel_order='rgb')
+        rows.append(dict(path=sample.img_path, image=image, gt=gt, pred=pred))
+    return rows, dict(dataset.metainfo), getattr(dataset, 'ignore_index', 255)
+
+
+def _draw_curve(ax: Any, steps: Sequence[float], values: Sequence[float],
+                colour: str, ylabel: str, best: bool = False) -> None:
+    ax.plot(steps, values, color=colour, marker='o' if len(steps) < 12 else None,
+            markersize=4, linewidth=1.5)
+    ax.set_xlabel('iteration')
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if best and len(values):
+        i = int(np.argmax(values))
+        ax.annotate(f'best {values[i]:.1f} @ {int(steps[i])}',
+                    (steps[i], values[i]), textcoords='offset points',
+                    xytext=(-10, -16), ha='right', fontsize=9)
+
+
+def _no_curve(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha='center', va='center', wrap=True,
+            transform=ax.transAxes, color='0.35')
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def make_summary_figure(work_dir: str, config: Union[str, Any],
+                        checkpoint: str, out_file: Optional[str] = None,
+                        num_images: int = 4,
+                        cfg_options: Optional[Dict[str, Any]] = None,
+                        device: str = 'cpu') -> SummaryFigure:
+    """One PNG summing up a run: loss and mIoU curves, and input / ground
+    truth / prediction for the first ``num_images`` validation images.
+
+    The curves come from the run's mmengine logs (:func:`load_scalars`). A
+    work_dir without a log is not an error (say, a converted checkpoint that
+    was never trained here): the figure is written anyway and its curve
+    panels say that no log was found (``has_curves`` is False).
+
+    Predictions are the checkpoint's, through the config's validation data
+    set and pipeline, on ``device``; label maps are drawn in the data set's
+    ``palette`` (ignored pixels white), enlarged by a whole factor so every
+    panel pixel is an exact class colour.
+
+    Args:
+        work_dir: The run's work_dir (holds ``<timestamp>/vis_data``).
+        config: Config path or ``mmengine.Config`` (not modified).
+        checkpoint: Checkpoint to predict with.
+        out_file: Where to write the PNG (default
+            ``<work_dir>/summary.png``).
+        num_images: Validation images to show (fewer if the set is smaller).
+        cfg_options: Config overrides, as ``--cfg-options`` (e.g.
+            ``{'val_dataloader.dataset.data_root': 'data/x'}``).
+        device: Inference device.
+
+    Returns:
+        The :class:`SummaryFigure` (path and panel positions).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    out_file = out_file or osp.join(work_dir, 'summary.png')
+    train, val = load_scalars(work_dir)
+    rows, metainfo, ignore_index = _predict_val_images(
+        config, checkpoint, num_images, cfg_options, device)
+    classes = list(metainfo.get('classes', []))
+    palette = metainfo.get('palette') or [[0, 0, 0]] * len(classes)
+
+    panels = []  # per row: fitted input, gt, prediction
+    for row in rows:
+        panels.append([fit_panel(row['image'], nearest=False),
+                       fit_panel(colorize(row['gt'], palette, ignore_index)),
+                       fit_panel(colorize(row['pred'], palette, ignore_index))])
+    cell_w = max([p.shape[1] for r in panels for p in r] or [PANEL_SIDE])
+    cell_h = max([p.shape[0] for r in panels for p in r] or [PANEL_SIDE])
+
+    # layout in pixels (dpi 100), from the top
+    dpi, margin, gap = 100, 20, 14
+    title_h, curves_h, header_h, caption_h = 40, 250, 26, 20
+    grid_w = 3 * cell_w + 2 * gap
+    width = max(grid_w + 2 * margin, 760)
+    shown = sorted({int(v) for r in rows for v in np.unique(
+        np.concatenate([r['gt'].ravel(), r['pred'].ravel()]))})
+    legend_ids = [c for c in shown if c < len(classes)]
+    legend_rows = -(-(len(legend_ids) + 1) // 6)
+    legend_h = 16 + 22 * legend_rows
+    grid_top = title_h + curves_h + 30 + header_h
+    row_h = caption_h + cell_h + gap
+    height = grid_top + len(rows) * row_h + legend_h + margin
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+
+    def box(left: float, top: float, w: float, h: float) -> List[float]:
+        """Pixel box (from the top left) -> figure fraction rect."""
+        return [left / width, 1 - (top + h) / height, w / width, h / height]
+
+    fig.text(0.5, 1 - 14 / height, f'Mask2Former: {osp.basename(checkpoint)}',
+             ha='center', va='top', fontsize=13, weight='bold')
+    layout: Dict[Tuple[str, int], Tuple[int, int, int, int]] = {}
+    # curves: two plot areas side by side (room for tick labels around them)
+    plot_w = (width - 2 * margin - 150) // 2
+    plot_top, plot_h = title_h + 20, curves_h - 60
+    loss_left = margin + 55
+    miou_left = loss_left + plot_w + 95
+    ax_loss = fig.add_axes(box(loss_left, plot_top, plot_w, plot_h))
+    ax_miou = fig.add_axes(box(miou_left, plot_top, plot_w, plot_h))
+    layout[('loss', 0)] = (loss_left, plot_top, plot_w, plot_h)
+    layout[('mIoU', 0)] = (miou_left, plot_top, plot_w, plot_h)
+    ax_loss.set_title('training loss', fontsize=11)
+    ax_miou.set_title('validation mIoU (%)', fontsize=11)
+    has_curves = bool(train or val)
+    if train:
+        _draw_curve(ax_loss, [r['step'] for r in train],
+                    [r['loss'] for r in train], LOSS_COLOUR, 'loss')
+    else:
+        _no_curve(ax_loss, f'no training log in\n{work_dir}')
+    if val:
+        _draw_curve(ax_miou, [r['step'] for r in val],
+                    [r['mIoU'] for r in val], MIOU_COLOUR, 'mIoU', best=True)
+    else:
+        _no_curve(ax_miou, (f'no validation results in\n{work_dir}' if train
+                            else f'no training log in\n{work_dir}'))
+
+    # image grid: exact pixels (figimage draws without resampling)
+    grid_left = (width - grid_w) // 2
+    for c, name in enumerate(COLUMNS):
+        fig.text((grid_left + c * (cell_w + gap) + cell_w / 2) / width,
+                 1 - (grid_top - 6) / height, name, ha='center',
+                 va='bottom', fontsize=12, weight='bold')
+    for r, (row, images) in enumerate(zip(rows, panels)):
+        top = grid_top + r * row_h + caption_h
+        valid = row['gt'] != ignore_index
+        acc = ((row['pred'] == row['gt']) & valid).sum() / max(1, valid.sum())
+        fig.text(grid_left / width, 1 - (top - 3) / height,
+                 f'{osp.basename(row["path"])}: pixel accuracy '
+                 f'{100 * acc:.1f}%', ha='left', va='bottom', fontsize=9)
+        for c, (name, image) in enumerate(zip(COLUMNS, images)):
+            left = grid_left + c * (cell_w + gap)
+            h, w = image.shape[:2]
+            fig.figimage(image, xo=left, yo=height - top - h, origin='upper')
+            layout[(name, r)] = (left, top, w, h)
+
+    handles = [Patch(facecolor=np.asarray(palette[c]) / 255,
+                     edgecolor='0.5', label=classes[c]) for c in legend_ids]
+    handles.append(Patch(facecolor=np.asarray(IGNORE_COLOUR) / 255,
+                         edgecolor='0.5', label=f'ignored ({ignore_index})'))
+    fig.legend(handles=handles, loc='lower center', ncol=6, frameon=False,
+               bbox_to_anchor=(0.5, 4 / height))
+    os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+    fig.savefig(out_file, dpi=dpi)
+    return SummaryFigure(path=out_file, panels=layout,
+                         images=[r['path'] for r in rows],
+                         has_curves=has_curves)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -92,6 +390,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     inferencer(image, out_dir=out_dir, img_out_dir='vis', pred_out_dir='pred')
     overlays = sorted(glob.glob(osp.join(out_dir, 'vis', '*.png')))
     vis = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'vis_image')))
+    summary = make_summary_figure(
+        work_dir, args.config, ckpt,
+        cfg_options={'val_dataloader.dataset.data_root': args.data_root})
 
     print('\n[demo] ==================== summary ====================')
     print(f'[demo] training: {train_s:.0f} s on CPU')
@@ -102,6 +403,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'[demo] metrics: {osp.join(test_dir, "test_metrics.json")}')
     print(f'[demo] inferencer overlay: {overlays[0] if overlays else "none"}')
     print(f'[demo] training visualisations: {vis[-1] if vis else "none"}')
+    print(f'[demo] summary figure (curves, input / ground truth / '
+          f'prediction): {summary.path}')
     print(f'[demo] logs: {work_dir}')
     return 0
 

@@ -97,14 +97,11 @@ def build_model(config: Union[str, Config, dict],
 
 
 def force_pytorch_msda(model: nn.Module) -> int:
-    """Set ``impl = 'pytorch'`` on every deformable-attention layer of the
-    pixel decoder's encoder (mmcv's CUDA op and Triton kernels do not
-    export). Returns the number of layers changed."""
-    head = getattr(model, 'decode_head', model)
-    layers = head.pixel_decoder.encoder.layers
-    for layer in layers:
-        layer.self_attn.impl = 'pytorch'
-    return len(layers)
+    """Switch ``model`` to its exportable paths (``prepare_for_export``:
+    the PyTorch deformable attention, no per-size caches, the one-step
+    per-class map). Returns the number of deformable-attention layers."""
+    from m2f_plugin.accel.export import prepare_for_export
+    return prepare_for_export(model)
 
 
 def _level_shapes(feats: Sequence[Tensor], num_levels: int) -> Tensor:
@@ -229,11 +226,11 @@ class M2FOnnxWrapper(nn.Module):
         handle = pixel_decoder.encoder.register_forward_pre_hook(
             dynamic_shapes)
         try:
-            all_cls, all_masks = head(feats)
+            cls_logits, mask_logits = head(feats).last()
         finally:
             handle.remove()
-        logits = semantic_logits(all_cls[-1], all_masks[-1], img.shape[-2:],
-                                 head.align_corners, head.predict_chunk)
+        logits = semantic_logits(cls_logits, mask_logits, img.shape[-2:],
+                                 head.align_corners, chunk=0)
         if self.with_labels:
             return logits, logits.argmax(1)
         return logits

@@ -16,8 +16,13 @@ from mmseg.registry import MODELS
 
 from m2f_plugin.converters import convert_mmseg_state_dict
 from m2f_plugin.tools.convert import main
-from tests.conftest import make_label_maps, mmseg_config_path, seg_data_samples
 from tests.converters import rel_err, tiny_hf_model
+from tests.helpers import (
+    make_label_maps,
+    mmseg_config_path,
+    prediction_sets,
+    seg_data_samples,
+)
 
 pytest.importorskip('transformers')
 
@@ -58,7 +63,7 @@ def test_hf_dir_to_checkpoint_and_config(hf_dir, tmp_path, capsys):
     x = torch.randn(1, 3, 96, 64)
     with torch.no_grad():
         ref = hf(pixel_values=x)
-        cls, masks = model.decode_head(model.extract_feat(x))
+        cls, masks = prediction_sets(model.decode_head(model.extract_feat(x)))
     assert rel_err(cls[-1], ref.class_queries_logits) < 1e-4
     assert rel_err(masks[-1], ref.masks_queries_logits) < 1e-4
 
@@ -222,7 +227,7 @@ def test_mmseg_round_trip(builtin_head, tmp_path, capsys):
     samples = seg_data_samples(make_label_maps(1, 128, 192, 3))
     with torch.no_grad():
         cls_ref, mask_ref = builtin_head(feats, samples)
-        cls, masks = ours(feats)
+        cls, masks = prediction_sets(ours(feats))
     assert len(cls) == len(cls_ref) == 3
     for a, b in zip(cls + masks, cls_ref + mask_ref):
         assert rel_err(a, b) < 1e-5

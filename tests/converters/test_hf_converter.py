@@ -34,6 +34,7 @@ from tests.converters import (
     tiny_hf_config,
     tiny_hf_model,
 )
+from tests.helpers import prediction_sets
 
 pytest.importorskip('transformers')
 
@@ -95,7 +96,7 @@ def test_all_prediction_sets_match(pair, shape):
     with torch.no_grad():
         hf_cls, hf_masks = hf_prediction_sets(
             hf(pixel_values=x, output_auxiliary_logits=True))
-        cls, masks = ours.decode_head(ours.extract_feat(x))
+        cls, masks = prediction_sets(ours.decode_head(ours.extract_feat(x)))
     num_layers = derivation.model['decode_head']['transformer_decoder'][
         'num_layers']
     assert len(cls) == len(hf_cls) == len(masks) == len(hf_masks) == \
@@ -146,7 +147,7 @@ def test_heads_match_on_same_features(pair):
                   for s in dec.intermediate_hidden_states]
         hf_masks = dec.masks_queries_logits
         mask_features, memories = ours.decode_head.pixel_decoder(feats)
-        cls, masks = ours.decode_head(feats)
+        cls, masks = prediction_sets(ours.decode_head(feats))
     assert rel_err(mask_features, pix.mask_features) < TOL
     for a, b in zip(memories, pix.multi_scale_features):
         assert rel_err(a, b) < TOL

@@ -1,0 +1,132 @@
+"""Shared test helpers: tiny configs, fake ground truth, fixed points."""
+from __future__ import annotations
+
+import os.path as osp
+from typing import List, Sequence
+
+import torch
+
+_REAL_RAND = torch.rand  # before any test patches it
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = osp.join(REPO, 'configs')
+
+
+def mmseg_config_path(rel: str) -> str:
+    """Path of a config shipped with mmseg (``mmseg/.mim/configs/<rel>``)."""
+    import mmseg
+    return osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', rel)
+
+
+def make_label_maps(batch: int, height: int, width: int, num_classes: int,
+                    ignore_index: int = 255, seed: int = 0) -> torch.Tensor:
+    """Blocky label maps with several classes and some ignored pixels.
+
+    Returns (B, H, W) long.
+    """
+    g = torch.Generator().manual_seed(seed)
+    maps = []
+    for _ in range(batch):
+        coarse = torch.randint(0, num_classes, (1, 1, 4, 5), generator=g)
+        m = torch.nn.functional.interpolate(coarse.float(), (height, width),
+                                            mode='nearest').long()[0, 0]
+        m[:height // 8, :width // 6] = ignore_index
+        maps.append(m)
+    return torch.stack(maps)
+
+
+def seg_data_samples(label_maps: torch.Tensor,
+                     pad_shape: Sequence[int] | None = None) -> List:
+    """SegDataSamples carrying ``gt_sem_seg`` and the usual metas."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = []
+    for m in label_maps:
+        h, w = m.shape
+        s = SegDataSample(metainfo=dict(
+            img_shape=(h, w), ori_shape=(h, w),
+            pad_shape=tuple(pad_shape or (h, w))))
+        s.gt_sem_seg = PixelData(data=m[None])
+        samples.append(s)
+    return samples
+
+
+DEMO_CONFIG = osp.join(
+    CONFIGS, 'demo', 'mask2former_r18-tiny_1xb8-300it_synthetic-128x128.py')
+
+
+def tiny_segmentor_cfg(num_classes: int = 6, num_points: int = 256):
+    """The demo model (ResNet-18, 128 ch, 20 queries) with fewer points."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(DEMO_CONFIG)
+    head = cfg.model.decode_head
+    head.num_classes = num_classes
+    head.num_points = num_points
+    head.matcher.num_points = num_points
+    return cfg
+
+
+def build_tiny_segmentor(num_classes: int = 6, num_points: int = 256,
+                         seed: int = 0):
+    """An ``EncoderDecoder`` with our head, random init, no downloads."""
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    torch.manual_seed(seed)
+    model = MODELS.build(tiny_segmentor_cfg(num_classes, num_points).model)
+    model.init_weights()
+    return model
+
+
+def fixed_points(num: int, num_points: int, device=None) -> torch.Tensor:
+    """(num, P, 2) points, the same P for every row, seeded by P only.
+
+    Injected into our matcher and criterion (their ``draw_points`` seam) so
+    that each image and mask sees the same points whatever the batch split
+    or the implementation."""
+    g = torch.Generator().manual_seed(1000 * num_points + 2)
+    base = _REAL_RAND(num_points, 2, generator=g)
+    return base.expand(num, num_points, 2).clone().to(device)
+
+
+
+def use_fixed_points(model: torch.nn.Module) -> None:
+    """Make every set criterion (and its matcher) in ``model`` draw
+    ``fixed_points``."""
+    found = 0
+    for m in model.modules():
+        if hasattr(m, 'matcher') and hasattr(m, 'draw_points'):
+            m.draw_points = fixed_points
+            m.matcher.draw_points = fixed_points
+            found += 1
+    assert found, 'no set criterion in the model'
+
+
+def tiny_head(num_classes: int = 5, **overrides) -> torch.nn.Module:
+    """A small M2FHead (32 channels, 8 queries, 2+3 layers, 64 points)."""
+    cfg = dict(
+        type='M2FHead', in_channels=[8, 16, 24, 32], strides=[4, 8, 16, 32],
+        feat_channels=32, out_channels=32, num_classes=num_classes,
+        num_queries=8,
+        pixel_decoder=dict(type='M2FPixelDecoder', num_layers=2, num_heads=4,
+                           ffn_dims=64, num_groups=8),
+        transformer_decoder=dict(type='M2FMaskedTransformerDecoder',
+                                 num_layers=3, num_heads=4, ffn_dims=64),
+        matcher=dict(type='M2FHungarianMatcher', num_points=64),
+        num_points=64)
+    cfg.update(overrides)
+    from mmseg.registry import MODELS
+    return MODELS.build(cfg)
+
+
+def feats(batch: int = 2, h: int = 64, w: int = 64):
+    """Random backbone maps for ``tiny_head`` (strides 4..32), seeded."""
+    torch.manual_seed(0)
+    return [torch.randn(batch, c, h // s, w // s)
+            for c, s in zip([8, 16, 24, 32], [4, 8, 16, 32])]
+
+
+def prediction_sets(predictions):
+    """(S class logits (B, Q, K + 1), S full mask logits (B, Q, H, W)) of a
+    ``Predictions``, for comparisons with models that return lists."""
+    return (list(predictions.class_logits),
+            [predictions.mask_logits(s) for s in range(predictions.num_sets)])

@@ -1,16 +1,13 @@
 """Test helpers imported into training subprocesses via ``custom_imports``.
 
 ``DumpLossesHook`` writes each rank's raw losses of every iteration to JSON.
-With ``M2F_FIXED_POINTS=1`` in the environment, ``torch.rand(N, P, 2)`` (the
-point draws of the matcher and the losses) returns the same P points for every
-N, so each image and mask sees the same points whatever the batch split
-(single process vs DDP ranks): comparisons are then free of sampling noise.
+With ``fixed_points=True`` the matcher and the losses get the same sampled
+points for each image and mask whatever the batch split (single process vs DDP
+ranks): comparisons are then free of sampling noise.
 """
 import json
-import os
 import os.path as osp
 
-import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
@@ -18,6 +15,17 @@ from mmseg.registry import HOOKS
 
 @HOOKS.register_module()
 class DumpLossesHook(Hook):
+    """Dump losses; with ``fixed_points`` also make the model's matcher and
+    criterion draw ``tests.helpers.fixed_points``."""
+
+    def __init__(self, fixed_points: bool = False) -> None:
+        self.fixed_points = fixed_points
+
+    def before_train(self, runner) -> None:
+        if self.fixed_points:
+            from tests.helpers import use_fixed_points
+            use_fixed_points(runner.model)
+
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
         path = osp.join(runner.work_dir,
@@ -38,19 +46,3 @@ class StopTrainingHook(Hook):
                          outputs=None):
         if runner.iter + 1 >= self.stop_iter:
             runner.train_loop.stop_training = True
-
-
-if os.environ.get('M2F_FIXED_POINTS') == '1':
-    _real_rand = torch.rand
-
-    def _fixed_rand(*size, device=None, dtype=None, **kwargs):
-        if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
-            size = tuple(size[0])
-        if len(size) != 3 or size[-1] != 2:
-            return _real_rand(*size, device=device, dtype=dtype, **kwargs)
-        n, p, d = size
-        g = torch.Generator().manual_seed(1000 * p + d)
-        base = _real_rand(p, d, generator=g, dtype=dtype or torch.float32)
-        return base.expand(n, p, d).clone().to(device)
-
-    torch.rand = _fixed_rand

@@ -7,14 +7,27 @@ rounding of 0 may flip.
 """
 from __future__ import annotations
 
-import torch
+from typing import Tuple
 
-from m2f_plugin.models.decoder.attention_mask import (
+import torch
+import torch.nn.functional as F
+
+from m2f_plugin.models.transformer_decoder import (
     attend_mask_from_embeddings,
-    attend_mask_from_logits,
     features_at,
 )
-from tests.models.test_head import feats, tiny_head
+from tests.helpers import feats, tiny_head
+
+
+def attend_mask_from_logits(mask_logits: torch.Tensor,
+                            size: Tuple[int, int]) -> torch.Tensor:
+    """The paper's construction (reference): resize the previous set's
+    full-size logits to the level, attend where sigmoid >= 0.5, and
+    everywhere for a query whose mask is empty there."""
+    resized = F.interpolate(mask_logits, size, mode='bilinear',
+                            align_corners=False).flatten(2)
+    attend = resized.sigmoid() >= 0.5
+    return attend | ~attend.any(-1, keepdim=True)
 
 
 def test_level_logits_commute_with_resizing():
@@ -52,20 +65,11 @@ def test_decoder_masks_are_the_previous_sets_masks_at_level_size():
         layer.register_forward_pre_hook(
             lambda m, args: seen.append(args[4].clone()))
     with torch.no_grad():
-        _, all_masks = head(feats(2, 128, 96))
+        preds = head(feats(2, 128, 96))
     sizes = [m.shape[-2:] for m in
              head.pixel_decoder(head._transform_inputs(feats(2, 128, 96)))[1]]
-    assert len(seen) == 6 and len(all_masks) == 7
+    assert len(seen) == 6 and preds.num_sets == 7
     for i, attend in enumerate(seen):
-        want = attend_mask_from_logits(all_masks[i], tuple(sizes[i % 3]))
+        want = attend_mask_from_logits(preds.mask_logits(i),
+                                       tuple(sizes[i % 3]))
         assert (attend != want).float().mean() < 1e-3, i
-
-
-def test_last_only_makes_one_full_set_and_the_same_prediction():
-    head = tiny_head().eval()
-    with torch.no_grad():
-        cls_all, masks_all = head(feats())
-        cls_last, masks_last = head(feats(), last_only=True)
-    assert len(masks_last) == 1 and len(masks_all) == 4
-    torch.testing.assert_close(masks_last[0], masks_all[-1])
-    torch.testing.assert_close(cls_last[0], cls_all[-1])

@@ -11,7 +11,7 @@ import pickle
 import pytest
 import torch
 
-from tests.models.test_head import feats, tiny_head
+from tests.helpers import feats, tiny_head
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                           reason='CUDA graphs need a GPU')
@@ -64,7 +64,7 @@ def test_signature_separates_modes():
 def test_caches_made_in_inference_mode_allow_checkpointed_training():
     """Sizes first seen under inference_mode are cached as normal tensors,
     so a checkpointed training step at that size can save them."""
-    from tests.conftest import make_label_maps, seg_data_samples
+    from tests.helpers import make_label_maps, seg_data_samples
     head = tiny_head(
         pixel_decoder=dict(type='M2FPixelDecoder', num_layers=2, num_heads=4,
                            ffn_dims=64, num_groups=8, with_cp=True),

@@ -14,8 +14,7 @@ import pickle
 import pytest
 import torch
 
-from tests.conftest import make_label_maps, seg_data_samples
-from tests.models.test_head import feats, tiny_head
+from tests.helpers import feats, make_label_maps, seg_data_samples, tiny_head
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                           reason='CUDA graphs need a GPU')

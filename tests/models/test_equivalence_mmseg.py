@@ -10,7 +10,13 @@ from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
 from m2f_plugin.converters import convert_mmseg_state_dict
-from tests.conftest import CONFIGS, make_label_maps, mmseg_config_path, seg_data_samples
+from tests.helpers import (
+    CONFIGS,
+    make_label_maps,
+    mmseg_config_path,
+    seg_data_samples,
+    use_fixed_points,
+)
 
 BUILTIN = 'mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py'
 OURS = f'{CONFIGS}/mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py'
@@ -65,16 +71,19 @@ def test_all_prediction_sets_match_builtin(pair):
     with torch.no_grad():
         feats_ref = builtin.extract_feat(imgs)
         cls_ref, mask_ref = builtin.decode_head(feats_ref, samples)
-        cls_out, mask_out = ours.decode_head(ours.extract_feat(imgs))
-    assert len(cls_out) == len(cls_ref) == 10
-    for a, b in zip(cls_out, cls_ref):
-        assert _rel_err(a, b) < 1e-5
-    for a, b in zip(mask_out, mask_ref):
-        assert _rel_err(a, b) < 1e-5
+        preds = ours.decode_head(ours.extract_feat(imgs))
+        assert preds.num_sets == len(cls_ref) == 10
+        for s in range(preds.num_sets):
+            assert _rel_err(preds.class_logits[s], cls_ref[s]) < 1e-5
+            assert _rel_err(preds.mask_logits(s), mask_ref[s]) < 1e-5
 
 
 def test_losses_match_builtin(pair, fixed_rand):
+    """The built-in draws its points with ``torch.rand`` (patched by
+    ``fixed_rand``), ours through its ``draw_points`` seam: both get
+    ``fixed_points``."""
     builtin, ours = pair
+    use_fixed_points(ours)
     builtin.train()
     ours.train()
     torch.manual_seed(2)

@@ -1,9 +1,9 @@
 """The batched loss-path kernels equal the straightforward implementations.
 
 ``sample_class_indicator`` (4 corners at once, budgeted chunks) is compared
-bit for bit with the loop over corners it replaced; ``mask_costs`` (one
-product for BCE and Dice) with the three-einsum formulas; the matcher (all
-sets' targets sampled at once) with the per-set matcher it replaced.
+bit for bit with a loop over corners; ``mask_costs`` (one product for BCE
+and Dice) with the three-einsum formulas; the matcher (all sets' targets
+sampled at once) with costs computed set by set.
 """
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ from m2f_plugin.models.matcher.match_costs import (
     mask_costs,
     sigmoid_bce_cost,
 )
-from m2f_plugin.structures import sem_seg_to_masks
-from tests.conftest import make_label_maps
+from m2f_plugin.structures import Predictions, sem_seg_to_masks
+from tests.helpers import fixed_points, make_label_maps
 
 
 def _loop_indicator(sem_seg, img_idx, classes, coords, chunk=64):
-    """The previous ``sample_class_indicator``: a Python loop over corners."""
+    """Reference ``sample_class_indicator``: a Python loop over corners."""
     if coords.shape[0] > chunk:
         return torch.cat([
             _loop_indicator(sem_seg, i, c, xy, chunk)
@@ -183,12 +183,12 @@ def test_mask_costs_float32_from_half_under_autocast():
     assert (dice - ref_dice).abs().max() < 1e-6
 
 
-def _per_set_matcher_costs(matcher, all_cls, all_masks, targets):
-    """The previous matcher: points, targets and costs set by set."""
+def _per_set_matcher_costs(matcher, all_cls, all_masks, targets, points):
+    """The per-set construction: points, targets and costs set by set."""
     out = []
-    for cls_logits, mask_logits in zip(all_cls, all_masks):
+    for s, (cls_logits, mask_logits) in enumerate(zip(all_cls, all_masks)):
         batch = mask_logits.shape[0]
-        coords = torch.rand(batch, matcher.num_points, 2)
+        coords = points[s * batch:(s + 1) * batch]
         pred = point_sample(mask_logits.float(), coords)
         g = targets.labels.shape[1]
         gt = _loop_indicator(
@@ -196,57 +196,60 @@ def _per_set_matcher_costs(matcher, all_cls, all_masks, targets):
             targets.labels.flatten(),
             coords.repeat_interleave(g, dim=0)).view(batch, g, -1)
         bce, dice = _loop_costs(pred, gt)
-        cost = (matcher.cost_class * class_cost(cls_logits, targets.labels) +
-                matcher.cost_mask * bce + matcher.cost_dice * dice)
-        out.append(torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8))
+        out.append(matcher.cost_class * class_cost(cls_logits, targets.labels)
+                   + matcher.cost_mask * bce + matcher.cost_dice * dice)
     return torch.stack(out)
 
 
-def test_matcher_equals_per_set_matcher(fixed_rand):
-    """Same points (shape-keyed rand): same costs, same assignment."""
+def _predictions(all_cls, all_masks):
+    """Predictions whose sets have exactly these mask logits."""
+    b, _, h, w = all_masks[0].shape
+    feats = torch.eye(h * w).view(1, h * w, h, w).expand(b, -1, -1, -1)
+    return Predictions(list(all_cls), [m.flatten(2) for m in all_masks],
+                       feats.contiguous())
+
+
+def test_batched_matcher_costs_equal_per_set_costs():
+    """All sets' costs at once equal the costs set by set, each set on its
+    own rows of one draw of points."""
     matcher = M2FHungarianMatcher(num_points=200)
+    draws = []
+
+    def recording_draw(n, p, device):
+        draws.append(torch.rand(n, p, 2, device=device))
+        return draws[-1]
+
+    matcher.draw_points = recording_draw
     targets = sem_seg_to_masks(make_label_maps(2, 24, 20, 6, seed=5), 6, 255)
     torch.manual_seed(0)
     all_cls = [torch.randn(2, 8, 7) for _ in range(3)]
     all_masks = [torch.randn(2, 8, 6, 5) * 3 for _ in range(3)]
-    ref = _per_set_matcher_costs(matcher, all_cls, all_masks, targets)
-    out = matcher._costs(all_cls, all_masks, targets)
+    out = matcher.costs(_predictions(all_cls, all_masks), targets)
+    assert len(draws) == 1 and draws[0].shape == (6, 200, 2)
+    ref = _per_set_matcher_costs(matcher, all_cls, all_masks, targets,
+                                 draws[0])
     assert out.shape == ref.shape
     assert (out - ref).abs().max() < 1e-5
-    for s in range(3):
-        assert torch.allclose(
-            matcher.cost_matrix(all_cls[s], all_masks[s], targets), ref[s],
-            atol=1e-5)
+    assert not torch.equal(out[0], out[1])  # each set its own points
 
 
-def test_matcher_sets_draw_their_own_points():
-    """One draw for all sets, yet set s's costs are those of its own rows."""
-    matcher = M2FHungarianMatcher(num_points=64)
-    targets = sem_seg_to_masks(make_label_maps(2, 16, 16, 4), 4, 255)
-    cls = torch.randn(2, 5, 5)
-    masks = torch.randn(2, 5, 8, 8)
-    torch.manual_seed(7)
-    both = matcher._costs([cls, cls], [masks, masks], targets)
-    assert not torch.equal(both[0], both[1])  # different points
-    torch.manual_seed(7)
-    first = matcher.cost_matrix(cls, masks, targets)
-    assert torch.allclose(both[0], first)
-
-
-def test_uncertain_points_chunking_is_invisible(fixed_rand):
-    """With shape-keyed points, the chunk size changes nothing."""
+def test_uncertain_points_chunking_is_invisible():
+    """With the same points for every mask, the chunk size changes
+    nothing."""
     torch.manual_seed(0)
     logits = torch.randn(7, 1, 9, 11)
-    ref = uncertain_point_coords(logits, 40, 3.0, 0.75, budget=1)
-    out = uncertain_point_coords(logits, 40, 3.0, 0.75)
+    ref = uncertain_point_coords(logits, 40, 3.0, 0.75, budget=1,
+                                 draw_points=fixed_points)
+    out = uncertain_point_coords(logits, 40, 3.0, 0.75,
+                                 draw_points=fixed_points)
     assert out.shape == (7, 40, 2)
     assert torch.equal(out, ref)
     # the uncertain part: the 30 candidates with the smallest |logit|
-    cand = torch.rand(1, 120, 2)
+    cand = fixed_points(1, 120)
     score = point_sample(logits[:1], cand)[0, 0].abs()
     chosen = cand[0, score.argsort()[:30]]
     assert torch.equal(out[0, :30].sort(0).values, chosen.sort(0).values)
-    assert torch.equal(out[:, 30:], torch.rand(7, 10, 2))
+    assert torch.equal(out[:, 30:], fixed_points(7, 10))
 
 
 def test_uncertain_points_shapes_and_range():

@@ -3,42 +3,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mmseg.registry import MODELS
 
 from m2f_plugin.models.heads import semantic_logits
-from tests.conftest import make_label_maps, seg_data_samples
-
-
-def tiny_head(num_classes: int = 5, **overrides) -> torch.nn.Module:
-    """A small M2FHead (32 channels, 8 queries, 2+3 layers, 64 points)."""
-    cfg = dict(
-        type='M2FHead', in_channels=[8, 16, 24, 32], strides=[4, 8, 16, 32],
-        feat_channels=32, out_channels=32, num_classes=num_classes,
-        num_queries=8,
-        pixel_decoder=dict(type='M2FPixelDecoder', num_layers=2, num_heads=4,
-                           ffn_dims=64, num_groups=8),
-        transformer_decoder=dict(type='M2FMaskedTransformerDecoder',
-                                 num_layers=3, num_heads=4, ffn_dims=64),
-        matcher=dict(type='M2FHungarianMatcher', num_points=64),
-        num_points=64)
-    cfg.update(overrides)
-    return MODELS.build(cfg)
-
-
-def feats(batch: int = 2, h: int = 64, w: int = 64):
-    torch.manual_seed(0)
-    return [torch.randn(batch, c, h // s, w // s)
-            for c, s in zip([8, 16, 24, 32], [4, 8, 16, 32])]
+from tests.helpers import feats, make_label_maps, seg_data_samples, tiny_head
 
 
 def test_forward_shapes_and_ten_sets_with_nine_layers():
     head = tiny_head(transformer_decoder=dict(
         type='M2FMaskedTransformerDecoder', num_layers=9, num_heads=4,
         ffn_dims=64))
-    cls, masks = head(feats())
-    assert len(cls) == len(masks) == 10
-    assert cls[0].shape == (2, 8, 6)
-    assert masks[0].shape == (2, 8, 16, 16)
+    preds = head(feats())
+    assert preds.num_sets == 10
+    assert preds.class_logits[0].shape == (2, 8, 6)
+    assert preds.mask_logits(0).shape == (2, 8, 16, 16)
 
 
 def test_loss_backward_reaches_every_parameter():
@@ -90,14 +67,14 @@ def test_predict_matches_direct_formula_and_sizes():
     head = tiny_head().eval()
     x = feats(2, 64, 96)
     with torch.no_grad():
-        cls, masks = head(x)
+        cls, mask_logits = head(x).last()
         metas = [dict(img_shape=(60, 90), pad_shape=(64, 96),
                       ori_shape=(60, 90))] * 2
         out = head.predict(x, metas, None)
     assert out.shape == (2, 5, 64, 96)  # pad_shape, cropped later by mmseg
-    up = torch.nn.functional.interpolate(masks[-1], (64, 96),
+    up = torch.nn.functional.interpolate(mask_logits, (64, 96),
                                          mode='bilinear', align_corners=False)
-    ref = torch.einsum('bqk,bqhw->bkhw', cls[-1].softmax(-1)[..., :-1],
+    ref = torch.einsum('bqk,bqhw->bkhw', cls.softmax(-1)[..., :-1],
                        up.sigmoid())
     assert torch.allclose(out, ref, atol=1e-6)
     # slide inference hands the crop size as a torch.Size

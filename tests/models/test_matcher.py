@@ -1,9 +1,11 @@
-"""The matcher finds the optimal assignment, in float32, with one transfer."""
+"""The matcher: costs as the paper defines them, optimal assignments."""
 from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from m2f_plugin.models.matcher import (
     M2FHungarianMatcher,
@@ -11,8 +13,95 @@ from m2f_plugin.models.matcher import (
     dice_cost,
     sigmoid_bce_cost,
 )
-from m2f_plugin.structures import sem_seg_to_masks
-from tests.conftest import make_label_maps
+from m2f_plugin.structures import Predictions, sem_seg_to_masks
+from tests.helpers import fixed_points, make_label_maps
+
+
+def _predictions(cls, masks) -> Predictions:
+    """Predictions whose set s has mask logits ``masks[s]`` exactly: the
+    features are the pixels one-hot, the embeddings the logits."""
+    b, q, h, w = masks[0].shape
+    feats = torch.eye(h * w, dtype=masks[0].dtype).view(1, h * w, h, w).expand(
+        b, -1, -1, -1)
+    return Predictions(list(cls), [m.flatten(2) for m in masks],
+                       feats.contiguous())
+
+
+def _reference_costs(cls, masks, label_maps, labels, points, weights):
+    """(B, Q, G) costs written out per image, query and target: the
+    weighted sum of -p(class), mean BCE and Dice at the shared points."""
+    w_cls, w_mask, w_dice = weights
+    b, q = cls.shape[:2]
+    g = labels.shape[1]
+    out = torch.zeros(b, q, g)
+    grid = (2 * points - 1)[:, :, None, :]  # (B, P, 1, 2)
+    for i in range(b):
+        pred = F.grid_sample(masks[i:i + 1].float(), grid[i:i + 1],
+                             align_corners=False)[0, :, :, 0]  # (Q, P)
+        for j in range(g):
+            if labels[i, j] < 0:
+                continue
+            mask = (label_maps[i] == labels[i, j]).float()[None, None]
+            tgt = F.grid_sample(mask, grid[i:i + 1],
+                                align_corners=False)[0, 0, :, 0]  # (P,)
+            for k in range(q):
+                x = pred[k]
+                bce = F.binary_cross_entropy_with_logits(x, tgt)
+                p = x.sigmoid()
+                dice = 1 - (2 * (p * tgt).sum() + 1) / (p.sum() + tgt.sum() + 1)
+                prob = cls[i, k].float().softmax(-1)[labels[i, j]]
+                out[i, k, j] = -w_cls * prob + w_mask * bce + w_dice * dice
+    return out
+
+
+def test_costs_equal_the_written_out_definition():
+    torch.manual_seed(0)
+    matcher = M2FHungarianMatcher(cost_class=2.0, cost_mask=5.0,
+                                  cost_dice=5.0, num_points=64)
+    matcher.draw_points = fixed_points
+    label_maps = make_label_maps(2, 12, 12, num_classes=4, seed=3)
+    targets = sem_seg_to_masks(label_maps, 4, 255)
+    cls = [torch.randn(2, 5, 5) for _ in range(2)]
+    masks = [torch.randn(2, 5, 12, 12) * 3 for _ in range(2)]
+    costs = matcher.costs(_predictions(cls, masks), targets)
+    assert costs.shape == (2, 2, 5, targets.labels.shape[1])
+    points = fixed_points(2, 64)
+    for s in range(2):
+        want = _reference_costs(cls[s], masks[s], label_maps, targets.labels,
+                                points, (2.0, 5.0, 5.0))
+        for b, n in enumerate(targets.num_gts):
+            torch.testing.assert_close(costs[s, b, :, :n], want[b, :, :n],
+                                       atol=1e-4, rtol=1e-4)
+
+
+def test_finds_a_planted_assignment():
+    """Query ``perm[g]`` predicts target g's class and mask almost exactly;
+    every other query predicts nothing useful. The matcher must find
+    exactly that assignment, in every set."""
+    torch.manual_seed(1)
+    matcher = M2FHungarianMatcher(num_points=128)
+    label_maps = make_label_maps(2, 16, 16, num_classes=5, seed=4)
+    targets = sem_seg_to_masks(label_maps, 5, 255)
+    num_queries = 8
+    planted = []
+    cls = torch.zeros(2, num_queries, 6)
+    masks = torch.full((2, num_queries, 16, 16), -4.0)
+    for b, n in enumerate(targets.num_gts):
+        perm = torch.randperm(num_queries)[:n]
+        planted.append(perm)
+        for g in range(n):
+            label = targets.labels[b, g]
+            cls[b, perm[g], label] = 10.0
+            masks[b, perm[g]] = torch.where(label_maps[b] == label, 20.0,
+                                            -20.0)
+    preds = _predictions([cls, cls.clone()], [masks, masks.clone()])
+    matches = matcher(preds, targets)
+    assert len(matches) == 2
+    for b_idx, q_idx, g_idx in matches:
+        for b, n in enumerate(targets.num_gts):
+            sel = b_idx == b
+            got = dict(zip(g_idx[sel].tolist(), q_idx[sel].tolist()))
+            assert got == {g: planted[b][g].item() for g in range(n)}
 
 
 def _brute_force(cost: torch.Tensor) -> float:
@@ -22,28 +111,26 @@ def _brute_force(cost: torch.Tensor) -> float:
                for rows in itertools.permutations(range(q), g))
 
 
-def test_matches_brute_force_optimum():
+def test_assignment_is_optimal_for_its_costs():
     torch.manual_seed(0)
     matcher = M2FHungarianMatcher(num_points=256)
-    for trial in range(5):
+    matcher.draw_points = fixed_points
+    for trial in range(4):
         labels = make_label_maps(2, 24, 24, num_classes=4, seed=trial)
         targets = sem_seg_to_masks(labels, num_classes=4, ignore_index=255)
-        cls = torch.randn(2, 6, 5)
-        masks = torch.randn(2, 6, 6, 6)
-        torch.manual_seed(trial)
-        costs = matcher.cost_matrix(cls, masks, targets)
-        torch.manual_seed(trial)
-        (b_idx, q_idx, g_idx), = matcher([cls], [masks], targets)
+        preds = _predictions([torch.randn(2, 6, 5)],
+                             [torch.randn(2, 6, 6, 6)])
+        costs = matcher.costs(preds, targets)[0]
+        (b_idx, q_idx, g_idx), = matcher(preds, targets)
         for b, n in enumerate(targets.num_gts):
             sel = b_idx == b
-            assert sel.sum().item() == n
             assert sorted(g_idx[sel].tolist()) == list(range(n))
             assert len(set(q_idx[sel].tolist())) == n  # one query per target
             found = costs[b, q_idx[sel], g_idx[sel]].sum().item()
             assert abs(found - _brute_force(costs[b, :, :n])) < 1e-5
 
 
-def test_costs_against_direct_formulas():
+def test_cost_functions_against_direct_formulas():
     torch.manual_seed(1)
     logits = torch.randn(2, 3, 50)
     targets = (torch.rand(2, 4, 50) > 0.5).float()
@@ -51,7 +138,7 @@ def test_costs_against_direct_formulas():
     dice = dice_cost(logits, targets)
     for b, q, g in [(0, 0, 0), (1, 2, 3), (0, 1, 2)]:
         x, t = logits[b, q], targets[b, g]
-        ref = torch.nn.functional.binary_cross_entropy_with_logits(x, t)
+        ref = F.binary_cross_entropy_with_logits(x, t)
         assert torch.allclose(bce[b, q, g], ref, atol=1e-6)
         p = x.sigmoid()
         ref_dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
@@ -63,21 +150,35 @@ def test_costs_against_direct_formulas():
 
 
 def test_costs_are_float32_and_finite_from_half_inputs():
-    """fp16 logits that would overflow in half precision still match."""
+    """fp16 logits that would overflow in half precision give finite
+    float32 costs (checked before any clamping) and a full matching."""
     matcher = M2FHungarianMatcher(num_points=64)
     labels = make_label_maps(2, 16, 16, num_classes=3)
     targets = sem_seg_to_masks(labels, 3, 255)
     cls = (torch.randn(2, 5, 4) * 100).half()
     masks = (torch.randn(2, 5, 8, 8) * 1000).half()
-    cost = matcher.cost_matrix(cls, masks, targets)
+    preds = _predictions([cls], [masks])
+    cost = matcher.costs(preds, targets)
     assert cost.dtype == torch.float32
     assert torch.isfinite(cost).all()
-    matches = matcher([cls], [masks], targets)
+    matches = matcher(preds, targets)
     assert matches[0][0].numel() == sum(targets.num_gts)
 
 
+def test_no_targets_gives_empty_matches():
+    matcher = M2FHungarianMatcher(num_points=16)
+    targets = sem_seg_to_masks(torch.full((2, 8, 8), 255), 3, 255)
+    preds = _predictions([torch.randn(2, 4, 4)] * 3,
+                         [torch.randn(2, 4, 8, 8)] * 3)
+    matches = matcher(preds, targets)
+    assert len(matches) == 3
+    assert all(t.numel() == 0 for m in matches for t in m)
+
+
+@pytest.mark.perf
 def test_one_host_transfer_for_all_sets(monkeypatch):
-    """Costs for all prediction sets and images cross to the host once."""
+    """Budget: the costs of all prediction sets and images cross to the
+    host in one ``.cpu()``."""
     matcher = M2FHungarianMatcher(num_points=32)
     targets = sem_seg_to_masks(make_label_maps(3, 16, 16, 4), 4, 255)
     calls = []
@@ -87,8 +188,8 @@ def test_one_host_transfer_for_all_sets(monkeypatch):
         calls.append(tuple(self.shape))
         return real_cpu(self, *args, **kwargs)
 
+    preds = _predictions([torch.randn(3, 5, 5) for _ in range(4)],
+                         [torch.randn(3, 5, 8, 8) for _ in range(4)])
     monkeypatch.setattr(torch.Tensor, 'cpu', counting_cpu)
-    cls = [torch.randn(3, 5, 5) for _ in range(4)]
-    masks = [torch.randn(3, 5, 8, 8) for _ in range(4)]
-    matcher(cls, masks, targets)
+    matcher(preds, targets)
     assert len(calls) == 1 and calls[0][:2] == (4, 3)

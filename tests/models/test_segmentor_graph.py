@@ -14,10 +14,10 @@ import copy
 
 import pytest
 import torch
+from m2f_plugin.models.heads.cuda_graph_train import Encoder
 from mmseg.registry import MODELS
 
-from m2f_plugin.models.heads.cuda_graph_train import Encoder
-from tests.conftest import make_label_maps, seg_data_samples
+from tests.helpers import make_label_maps, seg_data_samples
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                           reason='CUDA graphs need a GPU')

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple
 
-import torch
 from mmseg.models.backbones import ResNet
 from mmseg.registry import MODELS
 from torch import Tensor
@@ -61,9 +60,9 @@ class M2FResNet(ResNet):
         outs = []
         for i, layer_name in enumerate(self.res_layers):
             res_layer = getattr(self, layer_name)
-            # per block, as mmseg's with_cp, but on grad mode rather than on
-            # x.requires_grad: a frozen stem must not switch a stage off
-            if i in self.cp_stages and torch.is_grad_enabled():
+            # per block, as mmseg's with_cp, but in training mode rather than
+            # on x.requires_grad: a frozen stem must not switch a stage off
+            if i in self.cp_stages and self.training:
                 for block in res_layer:
                     x = checkpoint(block, x, use_reentrant=False,
                                    preserve_rng_state=False)

@@ -1,5 +1,5 @@
-"""The decode head (mmseg interface) and the query prediction heads."""
-from .m2f_head import M2FHead, semantic_logits
-from .prediction_head import MaskClassPredictor
+"""Toolbox adapters of the core: the mmseg decode head."""
+from .mmseg_head import M2FHead
+from .semantic import semantic_logits
 
-__all__ = ['M2FHead', 'MaskClassPredictor', 'semantic_logits']
+__all__ = ['M2FHead', 'semantic_logits']

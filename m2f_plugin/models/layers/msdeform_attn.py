@@ -1,99 +1,25 @@
 """Multi-scale deformable attention (Deformable DETR) as a layer.
 
-The sampling kernel is chosen once, at construction (``impl``):
+The sampling kernel is chosen once, at construction (``impl``), from
+``m2f_plugin.accel.msda_ops``; all three compute the same sampling:
 
-* ``'mmcv'`` (default): mmcv's compiled op on CUDA tensors, mmcv's PyTorch
-  (grid_sample) path on the CPU. mmcv's CUDA kernel has no bfloat16 and a slow
-  float16 path, so its inputs are cast to float32 and the result back.
-* ``'pytorch'``: mmcv's PyTorch path everywhere (exportable, any dtype).
-* ``'triton'``: our fused Triton kernels (``projects_ops.msda_triton``) on
-  CUDA tensors, natively in float32 / float16 / bfloat16 (float32
-  accumulation, no casts); on CPU tensors mmcv's PyTorch path, unless
-  ``TRITON_INTERPRET=1`` is set, then the Triton kernels run in Triton's
-  interpreter (for tests). ``projects_ops`` (at the repository root) and
-  ``triton`` are imported at the first such call.
+* ``'mmcv'`` (default): mmcv's compiled op on CUDA tensors (in float32: it
+  has no bfloat16 kernel), mmcv's PyTorch reference on the CPU.
+* ``'pytorch'``: the PyTorch reference everywhere (exportable, any dtype;
+  on CUDA it reads the level sizes on the host, a sync).
+* ``'triton'``: our Triton kernels on CUDA tensors, natively in float32 /
+  float16 / bfloat16.
 """
 from __future__ import annotations
 
 import math
-import os
-from typing import Sequence, Tuple
 
 import torch
-from mmcv.ops.multi_scale_deform_attn import (
-    MultiScaleDeformableAttnFunction,
-    multi_scale_deformable_attn_pytorch,
-)
 from torch import Tensor, nn
 
-__all__ = ['MSDeformAttn', 'ms_deform_attn_core']
+from ...accel.msda_ops import MSDA_KERNELS
 
-SpatialShapes = Sequence[Tuple[int, int]]
-
-IMPLS = ('mmcv', 'pytorch', 'triton')
-
-
-def _triton_interpret() -> bool:
-    """Whether ``TRITON_INTERPRET`` asks for Triton's CPU interpreter."""
-    return os.environ.get('TRITON_INTERPRET', '').strip().lower() in (
-        '1', 'true', 'yes', 'on')
-
-
-def _triton_msda():
-    """``projects_ops.msda_triton.ms_deform_attn_triton``, imported lazily."""
-    try:
-        import triton  # noqa: F401
-    except ImportError as e:
-        raise ImportError(
-            "MSDeformAttn(impl='triton') needs the 'triton' package "
-            "(pip install triton, normally shipped with CUDA builds of "
-            "PyTorch); or use impl='mmcv' / 'pytorch'") from e
-    try:
-        from projects_ops.msda_triton import ms_deform_attn_triton
-    except ModuleNotFoundError as e:
-        if e.name not in ('projects_ops', 'projects_ops.msda_triton'):
-            raise
-        raise ImportError(
-            "MSDeformAttn(impl='triton') needs 'projects_ops' (at the root of "
-            'the m2f_plugin repository) to be importable: run from the '
-            'repository root or add it to PYTHONPATH') from e
-    return ms_deform_attn_triton
-
-
-def ms_deform_attn_core(value: Tensor, spatial_shapes: Tensor,
-                        level_start_index: Tensor, sampling_locations: Tensor,
-                        attention_weights: Tensor, impl: str = 'mmcv',
-                        im2col_step: int = 64) -> Tensor:
-    """Sample and weight multi-scale values.
-
-    Args:
-        value: (B, N_v, heads, C_h).
-        spatial_shapes: (L, 2) int64, (H, W) per level.
-        level_start_index: (L,) int64.
-        sampling_locations: (B, N_q, heads, L, P, 2) in [0, 1], (x, y).
-        attention_weights: (B, N_q, heads, L, P), softmaxed over L * P.
-        impl: ``'mmcv'``, ``'pytorch'`` or ``'triton'``.
-        im2col_step: mmcv CUDA kernel's batch chunk.
-
-    Returns:
-        (B, N_q, heads * C_h) in the dtype of ``value``.
-    """
-    if impl == 'triton' and (value.is_cuda or _triton_interpret()):
-        # no casts: the kernels read each input in its dtype, add in float32
-        return _triton_msda()(value, spatial_shapes, level_start_index,
-                              sampling_locations, attention_weights)
-    if impl == 'mmcv' and value.is_cuda:
-        dtype = value.dtype
-        # mmcv's kernel: no bfloat16 and a slow float16 -> run it in float32.
-        with torch.autocast('cuda', enabled=False):
-            out = MultiScaleDeformableAttnFunction.apply(
-                value.float(), spatial_shapes, level_start_index,
-                sampling_locations.float(), attention_weights.float(),
-                im2col_step)
-        return out.to(dtype)
-    return multi_scale_deformable_attn_pytorch(value, spatial_shapes,
-                                               sampling_locations,
-                                               attention_weights)
+__all__ = ['MSDeformAttn']
 
 
 class MSDeformAttn(nn.Module):
@@ -121,9 +47,9 @@ class MSDeformAttn(nn.Module):
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by '
                              f'num_heads ({num_heads})')
-        if impl not in IMPLS:
-            raise ValueError(
-                f"impl must be 'mmcv', 'pytorch' or 'triton', got {impl!r}")
+        if impl not in MSDA_KERNELS:
+            raise ValueError(f'msda impl must be one of {sorted(MSDA_KERNELS)},'
+                             f' got {impl!r}')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.num_levels = num_levels
@@ -187,7 +113,7 @@ class MSDeformAttn(nn.Module):
                                  -1)
         locations = reference_points[:, :, None, :, None, :] + \
             offsets / normalizer[None, None, None, :, None, :]
-        out = ms_deform_attn_core(value, spatial_shapes, level_start_index,
-                                  locations, weights, self.impl,
-                                  self.im2col_step)
+        kernel = MSDA_KERNELS[self.impl]
+        out = kernel(value, spatial_shapes, level_start_index, locations,
+                     weights, self.im2col_step)
         return query + self.dropout(self.output_proj(out))

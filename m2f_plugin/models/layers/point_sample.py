@@ -5,13 +5,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['point_sample', 'sample_class_indicator']
+__all__ = ['point_sample', 'sample_class_indicator', 'uniform_points']
 
 # Point-corner entries, (rows x P x 4), processed at once by
 # ``sample_class_indicator``: bounds its temporaries (~30 bytes an entry)
 # while keeping the kernel launches per call few.
 INDICATOR_BUDGET = 2**22
 _PAD = 2  # sentinel border of the label map, see ``sample_class_indicator``
+
+
+def uniform_points(num: int, num_points: int,
+                   device: torch.device) -> Tensor:
+    """Random points, uniform over the image: (num, P, 2) in [0, 1) as (x, y).
+
+    The one place where the matcher and the mask losses draw points; tests
+    swap it (``M2FHungarianMatcher.draw_points``,
+    ``SetCriterion.draw_points``) to compare implementations on the same
+    points.
+    """
+    return torch.rand(num, num_points, 2, device=device)
 
 
 def point_sample(masks: Tensor, coords: Tensor) -> Tensor:

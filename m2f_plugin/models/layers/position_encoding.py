@@ -30,6 +30,8 @@ class SinePositionEncoding2d(nn.Module):
         # the encoding depends only on (H, W, device, dtype): compute it once
         # per shape instead of ~20 small kernels per call (not a buffer, so
         # it stays out of checkpoints)
+        # off for tracing/export (see ``m2f_plugin.accel.export``)
+        self.cache = True
         self._cache: Dict[Tuple, Tensor] = {}
 
     def forward(self, batch: int, height: int, width: int,
@@ -41,13 +43,13 @@ class SinePositionEncoding2d(nn.Module):
         cast to ``dtype``. Cached per (H, W, device, dtype).
         """
         key = (height, width, device, dtype)
-        pos = self._cache.get(key)
-        if pos is None or torch.jit.is_tracing():
+        pos = self._cache.get(key) if self.cache else None
+        if pos is None:
             # a normal tensor even under inference_mode: a cached inference
             # tensor could not be saved for backward by a later training step
             with torch.inference_mode(False):
                 pos = self._encode(height, width, device).to(dtype)
-            if not torch.jit.is_tracing():
+            if self.cache:
                 if len(self._cache) >= 16:  # many sizes (slide, TTA): bound
                     self._cache.clear()
                 self._cache[key] = pos

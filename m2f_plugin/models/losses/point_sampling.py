@@ -1,10 +1,12 @@
 """Uncertainty-based point selection for the mask losses (PointRend)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
-from ..layers.point_sample import point_sample
+from ..layers.point_sample import point_sample, uniform_points
 
 __all__ = ['point_sample', 'uncertain_point_coords']
 
@@ -18,7 +20,9 @@ CANDIDATE_BUDGET = 2**22
 def uncertain_point_coords(mask_logits: Tensor, num_points: int,
                            oversample_ratio: float,
                            importance_sample_ratio: float,
-                           budget: int = CANDIDATE_BUDGET) -> Tensor:
+                           budget: int = CANDIDATE_BUDGET,
+                           draw_points: Callable[..., Tensor] = uniform_points
+                           ) -> Tensor:
     """Points chosen where the mask is least certain, plus random coverage.
 
     ``num_points * oversample_ratio`` random points are scored by ``-|logit|``;
@@ -34,6 +38,7 @@ def uncertain_point_coords(mask_logits: Tensor, num_points: int,
         oversample_ratio: Candidates per point.
         importance_sample_ratio: Share of P chosen by uncertainty.
         budget: Candidate points per chunk (``budget // S`` masks, >= 1).
+        draw_points: ``fn(n, P, device) -> (n, P, 2)`` random points.
 
     Returns:
         (M, P, 2) coordinates in [0, 1].
@@ -50,12 +55,11 @@ def uncertain_point_coords(mask_logits: Tensor, num_points: int,
     for start in range(0, num_masks, chunk):
         part = mask_logits[start:start + chunk]
         m = part.shape[0]
-        coords = torch.rand(m, num_sampled, 2, device=device)
+        coords = draw_points(m, num_sampled, device)
         uncertainty = -point_sample(part, coords)[:, 0].abs()  # (m, S)
         idx = uncertainty.topk(num_uncertain, dim=1).indices
         torch.gather(coords, 1, idx[..., None].expand(-1, -1, 2),
                      out=out[start:start + m, :num_uncertain])
     if num_random > 0:
-        out[:, num_uncertain:] = torch.rand(num_masks, num_random, 2,
-                                            device=device)
+        out[:, num_uncertain:] = draw_points(num_masks, num_random, device)
     return out

@@ -1,16 +1,15 @@
 """Mask2Former's set criterion: match, then class + point-sampled mask losses."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ...structures import MaskTargets
-from ..layers.mask_logits import MaskLogitSets
-from ..layers.point_sample import point_sample, sample_class_indicator
-from ..matcher import M2FHungarianMatcher, Match
+from ...structures import MaskTargets, Match, Predictions
+from ..layers.point_sample import point_sample, sample_class_indicator, uniform_points
+from ..matcher import M2FHungarianMatcher
 from .class_loss import M2FClassLoss
 from .mask_losses import M2FPointBCELoss, M2FPointDiceLoss
 from .point_sampling import uncertain_point_coords
@@ -47,6 +46,10 @@ class SetCriterion(nn.Module):
         num_points: Points P per matched mask.
         oversample_ratio: Candidate points per point.
         importance_sample_ratio: Share of points chosen by uncertainty.
+
+    Attributes:
+        draw_points: ``fn(n, P, device) -> (n, P, 2)`` random points for the
+            mask losses (default ``uniform_points``); tests replace it.
     """
 
     def __init__(self, num_classes: int, matcher: M2FHungarianMatcher,
@@ -63,22 +66,22 @@ class SetCriterion(nn.Module):
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
+        self.draw_points = uniform_points
 
-    def forward(self, all_cls_logits: Sequence[Tensor],
-                all_mask_logits: Sequence[Tensor],
+    def forward(self, predictions: Predictions,
                 targets: MaskTargets) -> Dict[str, Tensor]:
         """Match and compute ``3 * S`` loss terms.
 
         Args:
-            all_cls_logits: S tensors (B, Q, K + 1).
-            all_mask_logits: S tensors (B, Q, H, W), or a ``MaskLogitSets``
-                (the head's training path: only the matched queries' masks
-                are multiplied out with gradients).
+            predictions: S prediction sets.
             targets: Padded per-image targets.
+
+        Returns:
+            mmdet's keys (``loss_names``) -> scalar losses.
         """
-        matches = self.matcher(all_cls_logits, all_mask_logits, targets)
-        num_sets = len(all_cls_logits)
-        device = all_cls_logits[0].device
+        matches = self.matcher(predictions, targets)
+        num_sets = predictions.num_sets
+        device = predictions.mask_features.device
         # normaliser: targets averaged over ranks, kept on the device (no sync)
         num_masks = _mean_over_ranks(
             torch.tensor(float(targets.total), device=device)).clamp(min=1)
@@ -87,49 +90,46 @@ class SetCriterion(nn.Module):
                            for s, (b, _, _) in enumerate(matches)])
         b_idx, q_idx, g_idx = (torch.cat(t) for t in zip(*matches))
 
-        cls_logits = torch.stack([c.float() for c in all_cls_logits])
+        cls_logits = torch.stack([c.float() for c in predictions.class_logits])
         cls_target = torch.full(cls_logits.shape[:3], self.num_classes,
                                 dtype=torch.long, device=device)
         cls_target[s_idx, b_idx, q_idx] = targets.labels[b_idx, g_idx]
         loss_cls = self.loss_cls(cls_logits, cls_target)  # (S,)
 
         if targets.total == 0:  # nothing matched: zero, but keep the graph
-            zero = sum(m.sum() for m in all_mask_logits) * 0.0
+            zero = (sum(e.sum() for e in predictions.mask_embeds) +
+                    predictions.mask_features.sum()) * 0.0
             loss_mask = loss_dice = zero.expand(num_sets)
         else:
             loss_mask, loss_dice = self._mask_losses(
-                all_mask_logits, matches, targets, b_idx, g_idx, num_masks)
+                predictions, matches, targets, b_idx, g_idx, num_masks)
         values = []
         for s in range(num_sets):
             values += [loss_cls[s], loss_mask[s], loss_dice[s]]
         return dict(zip(loss_names(num_sets), values))
 
-    def _mask_losses(self, all_mask_logits: Sequence[Tensor],
-                     matches: List[Match], targets: MaskTargets,
-                     b_idx: Tensor, g_idx: Tensor,
+    def _mask_losses(self, predictions: Predictions, matches: List[Match],
+                     targets: MaskTargets, b_idx: Tensor, g_idx: Tensor,
                      num_masks: Tensor) -> Tuple[Tensor, Tensor]:
         """Point-sampled BCE and Dice of every set's matched masks, (S,) each.
 
         Every set matches every target once, so the matched masks stack to
         (S * M, 1, H, W).
         """
-        num_sets = len(all_mask_logits)
-        if isinstance(all_mask_logits, MaskLogitSets):
-            src = all_mask_logits.matched(matches, targets.labels.shape[1])
-        else:
-            src = torch.cat([m[b, q] for m, (b, q, _) in
-                             zip(all_mask_logits, matches)])
+        src = predictions.matched_mask_logits(matches,
+                                              targets.labels.shape[1])
         # float32 before sampling: half-precision grid coordinates would
         # misplace points and the losses must be float32 anyway
         src = src.float()[:, None]
         with torch.no_grad():
             coords = uncertain_point_coords(src, self.num_points,
                                             self.oversample_ratio,
-                                            self.importance_sample_ratio)
+                                            self.importance_sample_ratio,
+                                            draw_points=self.draw_points)
             tgt_points = sample_class_indicator(
                 targets.sem_seg, b_idx, targets.labels[b_idx, g_idx], coords)
         src_points = point_sample(src, coords)[:, 0]  # (S*M, P)
-        shape = (num_sets, -1, src_points.shape[-1])  # (S, M, P)
+        shape = (predictions.num_sets, -1, src_points.shape[-1])  # (S, M, P)
         return (self.loss_mask(src_points.view(shape), tgt_points.view(shape),
                                num_masks),
                 self.loss_dice(src_points.view(shape), tgt_points.view(shape),

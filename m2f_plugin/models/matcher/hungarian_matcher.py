@@ -1,7 +1,7 @@
 """Hungarian matching of queries to targets on point-sampled costs."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List
 
 import numpy as np
 import torch
@@ -9,14 +9,11 @@ from mmseg.registry import TASK_UTILS
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from ...structures import MaskTargets
-from ..layers.point_sample import point_sample, sample_class_indicator
+from ...structures import MaskTargets, Match, Predictions
+from ..layers.point_sample import point_sample, sample_class_indicator, uniform_points
 from .match_costs import class_cost, mask_costs
 
 __all__ = ['M2FHungarianMatcher', 'Match']
-
-# (batch index, query index, target index), each (M,) long on the device
-Match = Tuple[Tensor, Tensor, Tensor]
 
 
 @TASK_UTILS.register_module()
@@ -33,6 +30,10 @@ class M2FHungarianMatcher:
         cost_mask: Weight of the sigmoid BCE cost.
         cost_dice: Weight of the Dice cost.
         num_points: Uniform points P shared by predictions and targets.
+
+    Attributes:
+        draw_points: ``fn(n, P, device) -> (n, P, 2)`` points in [0, 1]
+            (default ``uniform_points``); tests replace it to fix the points.
     """
 
     def __init__(self, cost_class: float = 2.0, cost_mask: float = 5.0,
@@ -41,80 +42,59 @@ class M2FHungarianMatcher:
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
         self.num_points = num_points
+        self.draw_points = uniform_points
 
     @torch.no_grad()
-    def cost_matrix(self, cls_logits: Tensor, mask_logits: Tensor,
-                    targets: MaskTargets) -> Tensor:
-        """Total cost for one prediction set, (B, Q, G) float32.
+    def costs(self, predictions: Predictions,
+              targets: MaskTargets) -> Tensor:
+        """Total costs of every prediction set, (S, B, Q, G) float32.
 
-        Args:
-            cls_logits: (B, Q, K + 1).
-            mask_logits: (B, Q, H, W).
-            targets: Padded targets with G columns.
+        Each set has its own P random points per image (``draw_points``).
+        The targets of all sets are sampled in one ``sample_class_indicator``
+        call and the class costs in one softmax; the BCE and Dice costs need
+        one (B, 2Q, P) product per set (``mask_costs``), whose (B, Q, H, W)
+        mask logits exist for one set at a time.
         """
-        cost = self._costs([cls_logits], [mask_logits], targets)[0]
-        # never hand scipy a non-finite matrix ("cost matrix is infeasible")
-        return torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
-
-    def _costs(self, all_cls_logits: Sequence[Tensor],
-               all_mask_logits: Sequence[Tensor],
-               targets: MaskTargets) -> Tensor:
-        """Total costs of S prediction sets, (S, B, Q, G) float32, unclamped.
-
-        Each set has its own P random points per image. The targets of all
-        sets are sampled in one ``sample_class_indicator`` call and the class
-        costs in one softmax; the BCE and Dice costs need one (B, 2Q, P)
-        product per set (``mask_costs``).
-        """
-        num_sets = len(all_cls_logits)
+        num_sets = predictions.num_sets
         batch = targets.labels.shape[0]
-        device = all_cls_logits[0].device
+        device = predictions.mask_features.device
         with torch.autocast(device.type, enabled=False):
-            # one draw for all sets; 3-D like the per-set draws of
-            # (B, P, 2) it replaces (the fixed-point test hooks key on it)
-            coords = torch.rand(num_sets * batch, self.num_points, 2,
-                                device=device)
-            # row s * B + b: image b of set s, with image b's G targets
+            coords = self.draw_points(num_sets * batch, self.num_points,
+                                      device)  # row s * B + b: set s, image b
             labels = targets.labels.repeat(num_sets, 1)  # (S * B, G)
             img_idx = torch.arange(batch, device=device).repeat(num_sets)
             gt = sample_class_indicator(targets.sem_seg, img_idx, labels,
                                         coords)  # (S * B, G, P)
             # (S * B, Q, G), weighted, for all sets at once
             costs = self.cost_class * class_cost(
-                torch.cat(list(all_cls_logits)), labels)
+                torch.cat(predictions.class_logits), labels)
             for s in range(num_sets):
                 rows = slice(s * batch, (s + 1) * batch)
-                # a MaskLogitSets multiplies the set out here, transiently
-                pred = point_sample(all_mask_logits[s].float(), coords[rows])
+                pred = point_sample(predictions.mask_logits(s).float(),
+                                    coords[rows])
                 bce, dice = mask_costs(pred, gt[rows])  # (B, Q, G) each
                 costs[rows].add_(bce, alpha=self.cost_mask).add_(
                     dice, alpha=self.cost_dice)
         return costs.view(num_sets, batch, *costs.shape[1:])
 
     @torch.no_grad()
-    def __call__(self, all_cls_logits: Sequence[Tensor],
-                 all_mask_logits: Sequence[Tensor],
+    def __call__(self, predictions: Predictions,
                  targets: MaskTargets) -> List[Match]:
         """Match every prediction set.
 
         Args:
-            all_cls_logits: S tensors (B, Q, K + 1).
-            all_mask_logits: S tensors (B, Q, H, W), or a ``MaskLogitSets``
-                (each set is then multiplied out in turn).
+            predictions: S prediction sets.
             targets: Padded targets.
 
         Returns:
             S matches ``(batch_idx, query_idx, target_idx)``.
         """
-        device = all_cls_logits[0].device
-        num_sets = len(all_cls_logits)
-        if len(all_mask_logits) != num_sets:
-            raise ValueError(f'{num_sets} class sets but {len(all_mask_logits)}'
-                             ' mask sets: pass one of each per prediction set')
+        device = predictions.mask_features.device
+        num_sets = predictions.num_sets
         if targets.total == 0:
             empty = torch.zeros(0, dtype=torch.long, device=device)
             return [(empty, empty, empty)] * num_sets
-        costs = self._costs(all_cls_logits, all_mask_logits, targets)
+        costs = self.costs(predictions, targets)
         # never hand scipy a non-finite matrix ("cost matrix is infeasible")
         costs = costs.nan_to_num_(nan=1e8, posinf=1e8, neginf=-1e8)
         costs = costs.cpu().numpy()  # the one device -> host transfer
@@ -134,5 +114,4 @@ class M2FHungarianMatcher:
         # every set matches every target once: (S, 3, M), one host -> device
         idx = torch.from_numpy(np.stack(per_set).astype(np.int64)).to(
             device, non_blocking=True)
-        matches = [(i[0], i[1], i[2]) for i in idx.unbind(0)]
-        return matches
+        return [(i[0], i[1], i[2]) for i in idx.unbind(0)]

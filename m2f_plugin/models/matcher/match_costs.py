@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layers.splitk_bmm import splitk_bmm
+from ...accel.splitk import splitk_bmm
 
 __all__ = ['class_cost', 'sigmoid_bce_cost', 'dice_cost', 'mask_costs']
 

@@ -1,7 +1,6 @@
 """The pixel decoder's transformer encoder: deformable self-attention layers."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -59,8 +58,8 @@ class MSDeformEncoder(nn.Module):
                  **layer_kwargs) -> None:
         super().__init__()
         self.with_cp = with_cp
-        # no dropout, no randomness: the recomputation need not replay the RNG
-        # (saving its state is a host call that CUDA-graph capture refuses)
+        # without dropout the recomputation need not replay the RNG (saving
+        # its state is a host call that CUDA-graph capture refuses)
         self._rng = layer_kwargs.get('dropout', 0.0) > 0
         self.layers = nn.ModuleList(
             MSDeformEncoderLayer(**layer_kwargs) for _ in range(num_layers))
@@ -68,10 +67,8 @@ class MSDeformEncoder(nn.Module):
     def forward(self, query: Tensor, query_pos: Tensor, reference_points: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
         """(B, N, C) -> (B, N, C)."""
-        recompute = (self.with_cp and self.training and
-                     torch.is_grad_enabled() and query.requires_grad)
         for layer in self.layers:
-            if recompute:
+            if self.with_cp and self.training:
                 query = checkpoint(layer, query, query_pos, reference_points,
                                    spatial_shapes, level_start_index,
                                    use_reentrant=False,

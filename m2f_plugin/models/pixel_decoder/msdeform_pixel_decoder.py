@@ -9,7 +9,7 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import ParallelStatsGroupNorm, SinePositionEncoding2d
+from ..layers import SinePositionEncoding2d
 from .msdeform_encoder import MSDeformEncoder
 
 __all__ = ['M2FPixelDecoder']
@@ -28,18 +28,11 @@ def _check_strides(strides: Sequence[int], in_channels: Sequence[int]) -> None:
 
 
 def _conv_gn(in_ch: int, out_ch: int, kernel: int, groups: int, *,
-             bias: bool, relu: bool, split_stats: bool) -> nn.Sequential:
-    """Conv -> GroupNorm [-> ReLU], as ``Sequential`` (keys ``0.*``, ``1.*``).
-
-    With ``split_stats`` the GroupNorm reduces its statistics across the GPU
-    at inference where that pays (see ``ParallelStatsGroupNorm``): at
-    1024x2048 the stride-4 maps' groups hold a million elements each."""
-    norm = ParallelStatsGroupNorm(groups, out_ch)
-    if not split_stats:
-        norm.max_rows = 0
+             bias: bool, relu: bool) -> nn.Sequential:
+    """Conv -> GroupNorm [-> ReLU], as ``Sequential`` (keys ``0.*``, ``1.*``)."""
     layers: List[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias),
-        norm
+        nn.GroupNorm(groups, out_ch)
     ]
     if relu:
         layers.append(nn.ReLU(inplace=True))
@@ -74,9 +67,6 @@ class M2FPixelDecoder(nn.Module):
         ffn_dims: Encoder FFN hidden channels.
         dropout: Encoder dropout.
         num_groups: GroupNorm groups.
-        norm_split_stats: Let the GroupNorms reduce their statistics across
-            the GPU at inference on large maps (``ParallelStatsGroupNorm``);
-            False keeps PyTorch's kernel everywhere.
         msda_impl: Deformable-attention kernel, see ``MSDeformAttn``.
         with_cp: Activation checkpointing: recompute each encoder layer and
             the FPN levels in the backward pass instead of keeping their
@@ -90,8 +80,7 @@ class M2FPixelDecoder(nn.Module):
                  num_levels: int = 3, num_layers: int = 6, num_heads: int = 8,
                  num_points: int = 4, ffn_dims: int = 1024,
                  dropout: float = 0.0, num_groups: int = 32,
-                 msda_impl: str = 'mmcv', with_cp: bool = False,
-                 norm_split_stats: bool = True) -> None:
+                 msda_impl: str = 'mmcv', with_cp: bool = False) -> None:
         super().__init__()
         _check_strides(strides, in_channels)
         if not 1 <= num_levels <= len(in_channels):
@@ -104,8 +93,7 @@ class M2FPixelDecoder(nn.Module):
         # the reference keeps a bias before GN in the input projections only
         self.input_projs = nn.ModuleList(
             _conv_gn(in_channels[num_inputs - 1 - i], feat_channels, 1,
-                     num_groups, bias=True, relu=False,
-                     split_stats=norm_split_stats)
+                     num_groups, bias=True, relu=False)
             for i in range(num_levels))
         self.pos_encoding = SinePositionEncoding2d(feat_channels // 2)
         self.level_embed = nn.Parameter(torch.empty(num_levels, feat_channels))
@@ -118,13 +106,16 @@ class M2FPixelDecoder(nn.Module):
         num_fpn = num_inputs - num_levels
         self.lateral_convs = nn.ModuleList(
             _conv_gn(in_channels[num_fpn - 1 - i], feat_channels, 1, num_groups,
-                     bias=False, relu=False, split_stats=norm_split_stats)
+                     bias=False, relu=False)
             for i in range(num_fpn))
         self.output_convs = nn.ModuleList(
             _conv_gn(feat_channels, feat_channels, 3, num_groups, bias=False,
-                     relu=True, split_stats=norm_split_stats)
+                     relu=True)
             for _ in range(num_fpn))
         self.mask_proj = nn.Conv2d(feat_channels, out_channels, 1)
+        # per-size constants; off for tracing/export, which must recompute
+        # them from the traced sizes (see ``m2f_plugin.accel.export``)
+        self.cache = True
         self._geometry_cache: Dict[Tuple, Tuple[Tensor, Tensor, Tensor]] = {}
         self.init_weights()
 
@@ -150,8 +141,8 @@ class M2FPixelDecoder(nn.Module):
         points (1, N, 1, 2) for these level sizes, cached: building them is a
         host-to-device copy and ~10 small kernels per level every step."""
         key = (shapes, device)
-        cached = self._geometry_cache.get(key)
-        if cached is not None and not torch.jit.is_tracing():
+        cached = self._geometry_cache.get(key) if self.cache else None
+        if cached is not None:
             return cached
         # normal tensors even under inference_mode (they are cached and may
         # be saved for backward by a later, checkpointed training step)
@@ -163,7 +154,7 @@ class M2FPixelDecoder(nn.Module):
                                                 device=device).cumsum(0)
             out = (spatial_shapes, level_start_index,
                    self._reference_points(shapes, device))
-        if not torch.jit.is_tracing():
+        if self.cache:
             if len(self._geometry_cache) >= 16:  # many input sizes: bound it
                 self._geometry_cache.clear()
             self._geometry_cache[key] = out
@@ -217,8 +208,7 @@ class M2FPixelDecoder(nn.Module):
             for m, (h, w) in zip(memory.split(sizes, 1), shapes)
         ]
         y = outs[-1]
-        recompute = (self.with_cp and self.training and
-                     torch.is_grad_enabled() and y.requires_grad)
+        recompute = self.with_cp and self.training
         for i, (lateral, output) in enumerate(
                 zip(self.lateral_convs, self.output_convs)):
             feat = feats[num_inputs - self.num_levels - 1 - i]

@@ -19,42 +19,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers.splitk_bmm import splitk_bmm
-
 __all__ = ['MultiheadAttention', 'ATTN_IMPLS']
 
-# 'auto': matmuls when no gradient is needed (inference), SDPA in training
+# 'auto': matmuls in eval mode (inference), SDPA in training mode
 ATTN_IMPLS = ('auto', 'sdpa', 'math')
 
 
 def _math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor],
-                    dropout_p: float, split_keys: bool = True) -> Tensor:
+                    dropout_p: float) -> Tensor:
     """softmax(q k^T / sqrt(d), masked) v with (B, h, Q, d) / (B, h, N, d)
-    inputs and a bool mask broadcastable to (B, h, Q, N), True = attend.
-
-    ``split_keys``: compute attn x v with ``splitk_bmm`` (CUDA inference
-    only). Its partial products are rounded to the output dtype before they
-    are summed, which in bf16/fp16 adds a little rounding (CPU, 32768 keys,
-    bf16: mean error 3.6e-4 against 3.1e-4 unsplit)."""
+    inputs and a bool mask broadcastable to (B, h, Q, N), True = attend."""
     logits = torch.matmul(q * q.shape[-1]**-0.5, k.transpose(-2, -1))
     if mask is not None:  # in place: matmul's backward does not need it
         logits.masked_fill_(~mask, float('-inf'))
     attn = logits.softmax(-1)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
-    attn = attn.to(v.dtype)
-    if (not split_keys or torch.is_grad_enabled() or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export()):
-        # training would save the split copy too; traced graphs would fix
-        # the split to the traced key count
-        return torch.matmul(attn, v)
-    # (B*h, Q, N) x (B*h, N, d): a tiny output over a long reduction (N up to
-    # 32768 keys at 1024x2048), which cuBLAS runs on ~32 blocks: split N
-    # (on CUDA; a copy of attn and of v, one bmm, one sum)
-    b, h, nq, n = attn.shape
-    out = splitk_bmm(attn.reshape(b * h, nq, n),
-                     v.reshape(b * h, n, v.shape[-1]))
-    return out.view(b, h, nq, -1)
+    return torch.matmul(attn.to(v.dtype), v)
 
 
 class MultiheadAttention(nn.Module):
@@ -64,18 +45,13 @@ class MultiheadAttention(nn.Module):
         embed_dims: Channels C.
         num_heads: Heads.
         dropout: Attention-probability dropout (training only).
-        impl: 'sdpa', 'math' or 'auto' (math without gradients, else SDPA);
-            see the module docstring.
-        split_keys: In the math form without gradients on CUDA, split the
-            product of the probabilities and the values over the keys
-            (``splitk_bmm``); False keeps one ``matmul``.
+        impl: 'sdpa', 'math' or 'auto' (math in eval mode, SDPA in
+            training mode); see the module docstring.
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8,
-                 dropout: float = 0.0, impl: str = 'auto',
-                 split_keys: bool = True) -> None:
+                 dropout: float = 0.0, impl: str = 'auto') -> None:
         super().__init__()
-        self.split_keys = split_keys
         if impl not in ATTN_IMPLS:
             raise ValueError(f'attention impl={impl!r}: choose one of '
                              f'{ATTN_IMPLS}')
@@ -124,9 +100,9 @@ class MultiheadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         impl = self.impl
         if impl == 'auto':
-            impl = 'sdpa' if torch.is_grad_enabled() else 'math'
+            impl = 'sdpa' if self.training else 'math'
         if impl == 'math':
-            out = _math_attention(q, k, v, mask, dropout_p, self.split_keys)
+            out = _math_attention(q, k, v, mask, dropout_p)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                  dropout_p=dropout_p)

@@ -25,17 +25,14 @@ class MaskedDecoderLayer(nn.Module):
         cross_attn_impl: Kernel of the masked cross-attention, see
             ``MultiheadAttention`` (self-attention over 100 queries is small
             and always uses SDPA).
-        cross_attn_split_keys: See ``MultiheadAttention.split_keys``.
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8,
                  ffn_dims: int = 2048, dropout: float = 0.0,
-                 cross_attn_impl: str = 'auto',
-                 cross_attn_split_keys: bool = True) -> None:
+                 cross_attn_impl: str = 'auto') -> None:
         super().__init__()
         self.cross_attn = MultiheadAttention(
-            embed_dims, num_heads, dropout, impl=cross_attn_impl,
-            split_keys=cross_attn_split_keys)
+            embed_dims, num_heads, dropout, impl=cross_attn_impl)
         self.norm1 = nn.LayerNorm(embed_dims)
         self.self_attn = MultiheadAttention(embed_dims, num_heads, dropout,
                                             impl='sdpa')

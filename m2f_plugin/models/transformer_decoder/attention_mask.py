@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['attend_mask_from_embeddings', 'attend_mask_from_logits',
-           'features_at']
+__all__ = ['attend_mask_from_embeddings', 'features_at']
 
 
 def _attend(level_logits: Tensor) -> Tensor:
@@ -19,28 +18,8 @@ def _attend(level_logits: Tensor) -> Tensor:
     return attend | empty
 
 
-def attend_mask_from_logits(mask_logits: Tensor,
-                            size: Tuple[int, int]) -> Tensor:
-    """Positions each query may attend to at the next layer.
-
-    The previous mask prediction is resized to the memory's level; a query may
-    attend where ``sigmoid >= 0.5``. A query whose mask is empty there would
-    attend nowhere (a NaN softmax), so it attends everywhere instead.
-
-    Args:
-        mask_logits: (B, Q, H, W) mask logits.
-        size: (H_l, W_l) of the memory level.
-
-    Returns:
-        bool (B, Q, H_l * W_l), detached; True = may attend.
-    """
-    resized = F.interpolate(mask_logits.detach(), size, mode='bilinear',
-                            align_corners=False)
-    return _attend(resized)
-
-
 def features_at(mask_features: Tensor, size: Tuple[int, int]) -> Tensor:
-    """Mask features resized as ``attend_mask_from_logits`` resizes logits.
+    """Mask features resized (bilinear) to a memory level's size.
 
     Args:
         mask_features: (B, C, H, W).
@@ -57,8 +36,11 @@ def features_at(mask_features: Tensor, size: Tuple[int, int]) -> Tensor:
 
 def attend_mask_from_embeddings(mask_embed: Tensor,
                                 level_features: Tensor) -> Tensor:
-    """``attend_mask_from_logits`` without the full-resolution logits.
+    """Positions each query may attend to at the next layer.
 
+    The paper resizes the previous mask prediction to the memory's level and
+    lets a query attend where ``sigmoid >= 0.5``; a query whose mask is empty
+    there would attend nowhere (a NaN softmax), so it attends everywhere.
     Bilinear resizing mixes pixels and the mask product mixes channels, so
     they commute: ``resize(embed @ features) == embed @ resize(features)``.
     The logits are made at the level's size directly: 1/4 to 1/64 of the

@@ -1,6 +1,6 @@
 """mmseg's ``EncoderDecoder`` whose training step can be one set of CUDA graphs.
 
-``M2FHead(cuda_graph_train=True)`` under mmseg's ``EncoderDecoder`` graphs the
+``M2FGraphedHead(cuda_graph_train=True)`` under mmseg's ``EncoderDecoder`` graphs the
 pixel and transformer decoders; the backbone runs eagerly before them, and
 its activations sit in the eager allocator while the decoders' sit in the
 graphs' pool. Under this segmentor the head is handed the images and the
@@ -26,8 +26,8 @@ class M2FEncoderDecoder(EncoderDecoder):
     Everything but :meth:`loss` is mmseg's ``EncoderDecoder``, and so is
     :meth:`loss` itself unless all of these hold: ``graph_backbone``, a decode
     head with ``loss_from_images`` whose ``graphs_training(inputs)`` is true
-    (``M2FHead(cuda_graph_train=True)`` on CUDA with gradients on; with
-    ``'transformer_decoder'`` the backbone stays eager), and no auxiliary head
+    (``M2FGraphedHead(cuda_graph_train=True)`` on CUDA with gradients on),
+    and no auxiliary head
     (it would need the backbone's maps outside the graph).
 
     In the graphed branch ``extract_feat`` and ``_decode_head_forward_train``
@@ -51,8 +51,6 @@ class M2FEncoderDecoder(EncoderDecoder):
         head = self.decode_head
         return (self.graph_backbone and not self.with_auxiliary_head
                 and hasattr(head, 'loss_from_images')
-                # 'transformer_decoder' graphs that decoder alone
-                and getattr(head, 'cuda_graph_train', None) is True
                 and head.graphs_training(inputs))
 
     def loss(self, inputs: Tensor, data_samples: SampleList

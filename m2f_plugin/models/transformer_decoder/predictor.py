@@ -6,13 +6,12 @@ from typing import Tuple
 from torch import Tensor, nn
 
 from ..layers import MLP
-from ..layers.mask_logits import mask_logits_product
 
-__all__ = ['MaskClassPredictor', 'mask_logits_product']
+__all__ = ['MaskClassPredictor']
 
 
 class MaskClassPredictor(nn.Module):
-    """LayerNorm the queries, then classify them and dot them with pixels.
+    """LayerNorm the queries, then classify them and embed them for masks.
 
     Args:
         embed_dims: Query channels C.
@@ -27,8 +26,9 @@ class MaskClassPredictor(nn.Module):
         self.cls_embed = nn.Linear(embed_dims, num_classes + 1)
         self.mask_embed = MLP(embed_dims, embed_dims, mask_dims, 3)
 
-    def classify_and_embed(self, query: Tensor) -> Tuple[Tensor, Tensor]:
-        """Class logits and mask embeddings, without the pixel product.
+    def forward(self, query: Tensor) -> Tuple[Tensor, Tensor]:
+        """Class logits and mask embeddings (the masks are their product with
+        the mask features, see ``Predictions``).
 
         Args:
             query: (B, Q, C).
@@ -39,18 +39,3 @@ class MaskClassPredictor(nn.Module):
         """
         query = self.norm(query)
         return self.cls_embed(query), self.mask_embed(query)
-
-    def forward(self, query: Tensor, mask_features: Tensor
-                ) -> Tuple[Tensor, Tensor]:
-        """Predict.
-
-        Args:
-            query: (B, Q, C).
-            mask_features: (B, C_m, H, W).
-
-        Returns:
-            cls_logits: (B, Q, K + 1).
-            mask_logits: (B, Q, H, W).
-        """
-        cls_logits, mask_embed = self.classify_and_embed(query)
-        return cls_logits, mask_logits_product(mask_embed, mask_features)

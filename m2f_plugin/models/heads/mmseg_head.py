@@ -1,0 +1,217 @@
+"""``M2FHead``: Mask2Former as an mmseg decode head.
+
+The mmseg adapter of the core (``Mask2Former``): label maps in
+``SegDataSample``s become mask targets for the losses, and the final
+prediction set becomes the per-class logits mmseg's segmentors expect.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from mmengine.logging import print_log
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, SampleList
+from torch import Tensor
+
+from ...converters import convert_mmseg_state_dict, is_mmseg_mask2former
+from ...structures import Predictions, sem_seg_to_masks
+from ..mask2former import Mask2Former
+from .semantic import semantic_logits
+
+__all__ = ['M2FHead']
+
+# options that moved out of M2FHead: old key -> where it lives now
+_MOVED_OPTIONS = {
+    'cuda_graph': "type='M2FGraphedHead' (m2f_plugin.accel), cuda_graph=True",
+    'max_graphs': "type='M2FGraphedHead' (m2f_plugin.accel), max_graphs=...",
+    'cuda_graph_train': "type='M2FGraphedHead' (m2f_plugin.accel), "
+                        'cuda_graph_train=True',
+}
+
+
+@MODELS.register_module()
+class M2FHead(Mask2Former, BaseDecodeHead):
+    """Mask2Former decode head for semantic segmentation.
+
+    Args:
+        in_channels: Backbone channels, fine to coarse (stride 4 first).
+        strides: Backbone strides, e.g. [4, 8, 16, 32].
+        num_classes: Classes K.
+        feat_channels: Channels of the pixel decoder and the queries.
+        out_channels: Channels of the mask features (mmseg's ``out_channels``
+            means classes, so it is not used for that here).
+        num_queries: Queries Q.
+        pixel_decoder: Config of the pixel decoder (``M2FPixelDecoder``).
+        transformer_decoder: Config of ``M2FMaskedTransformerDecoder``.
+        loss_cls: Config of the class loss (``M2FClassLoss``).
+        loss_mask: Config of the point BCE loss.
+        loss_dice: Config of the point Dice loss.
+        matcher: Config of the matcher (TASK_UTILS).
+        num_points: Points per matched mask in the mask losses.
+        oversample_ratio: Candidate points per point.
+        importance_sample_ratio: Share of points chosen by uncertainty.
+        predict_chunk: Upsampled-mask elements alive at once in
+            ``predict`` (bounds its memory; see ``semantic_logits``).
+        ignore_index: Unlabelled pixels' label.
+        align_corners: For every resize.
+        **kwargs: Passed to ``BaseDecodeHead``.
+    """
+
+    def __init__(self,
+                 in_channels: Sequence[int],
+                 strides: Sequence[int] = (4, 8, 16, 32),
+                 *,
+                 num_classes: int,
+                 feat_channels: int = 256,
+                 out_channels: int = 256,
+                 num_queries: int = 100,
+                 pixel_decoder: ConfigType = dict(type='M2FPixelDecoder'),
+                 transformer_decoder: ConfigType = dict(
+                     type='M2FMaskedTransformerDecoder'),
+                 loss_cls: ConfigType = dict(type='M2FClassLoss'),
+                 loss_mask: ConfigType = dict(type='M2FPointBCELoss'),
+                 loss_dice: ConfigType = dict(type='M2FPointDiceLoss'),
+                 matcher: ConfigType = dict(type='M2FHungarianMatcher'),
+                 num_points: int = 12544,
+                 oversample_ratio: float = 3.0,
+                 importance_sample_ratio: float = 0.75,
+                 predict_chunk: int = 1 << 22,
+                 ignore_index: int = 255,
+                 align_corners: bool = False,
+                 init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        moved = sorted(set(kwargs) & set(_MOVED_OPTIONS))
+        if moved:
+            raise ValueError(
+                f'{type(self).__name__}: {", ".join(moved)} moved to the '
+                'accelerated head; use ' +
+                '; '.join(_MOVED_OPTIONS[k] for k in moved))
+        in_channels = list(in_channels)
+        kwargs.setdefault('input_transform', 'multiple_select')
+        kwargs.setdefault('in_index', list(range(len(in_channels))))
+        # BaseDecodeHead builds loss_decode; ours are the criterion's
+        kwargs.setdefault('loss_decode', [])
+        super().__init__(
+            in_channels=in_channels, channels=feat_channels,
+            num_classes=num_classes, ignore_index=ignore_index,
+            align_corners=align_corners, init_cfg=init_cfg, **kwargs)
+        del self.conv_seg  # per-class logits come from queries, not a conv
+        self.num_queries = num_queries
+        self.predict_chunk = predict_chunk
+        self.build_mask2former(
+            in_channels=in_channels, strides=strides, num_classes=num_classes,
+            feat_channels=feat_channels, out_channels=out_channels,
+            num_queries=num_queries, pixel_decoder=pixel_decoder,
+            transformer_decoder=transformer_decoder, loss_cls=loss_cls,
+            loss_mask=loss_mask, loss_dice=loss_dice, matcher=matcher,
+            num_points=num_points, oversample_ratio=oversample_ratio,
+            importance_sample_ratio=importance_sample_ratio)
+
+    def forward(self, inputs: Sequence[Tensor]) -> Predictions:
+        """Backbone maps (B, C_i, H_i, W_i), fine to coarse -> the
+        prediction sets."""
+        return self.predictions(self._transform_inputs(inputs))
+
+    def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,
+             train_cfg: ConfigType) -> Dict[str, Tensor]:
+        """Losses of all prediction sets (keys as mmdet's Mask2Former)."""
+        return self.loss_by_feat(self.forward(inputs), batch_data_samples)
+
+    def loss_by_feat(self, predictions: Predictions,
+                     batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """Label maps -> mask targets (one per class present), then the
+        set criterion."""
+        targets = sem_seg_to_masks(self._stack_batch_gt(batch_data_samples),
+                                   self.num_classes, self.ignore_index)
+        return self.losses(predictions, targets)
+
+    def predict(self, inputs: Sequence[Tensor], batch_img_metas: List[dict],
+                test_cfg: ConfigType) -> Tensor:
+        """Per-class logits (B, K, H, W) at the size mmseg's heads return."""
+        return self.predict_by_feat(self.forward(inputs), batch_img_metas)
+
+    def predict_by_feat(self, predictions: Predictions,
+                        batch_img_metas: List[dict]) -> Tensor:
+        """Fold the final set's (class, mask) predictions into per-class
+        logits.
+
+        The size follows ``BaseDecodeHead``: the crop in slide inference, else
+        ``pad_shape``, else ``img_shape``. Images whose predictions are not
+        finite (a NaN or Inf pixel in the input spreads through the network)
+        are named in a warning; their maps are returned as they are.
+        """
+        cls_logits, mask_logits = predictions.last()
+        _warn_non_finite(cls_logits, mask_logits, batch_img_metas)
+        meta = batch_img_metas[0]
+        if isinstance(meta['img_shape'], torch.Size):  # slide inference
+            size = tuple(meta['img_shape'])
+        elif 'pad_shape' in meta:
+            size = tuple(meta['pad_shape'][:2])
+        else:
+            size = tuple(meta['img_shape'][:2])
+        return semantic_logits(cls_logits, mask_logits, size,
+                               self.align_corners, self.predict_chunk)
+
+    def _drop_mismatched_class_head(self, state_dict: dict,
+                                    prefix: str) -> None:
+        """Fine-tuning across class counts: keep our freshly initialised class
+        head when the checkpoint's has another number of classes."""
+        ours = self.transformer_decoder.predictor.cls_embed
+        for old_key in ('transformer_decoder.predictor.cls_embed.weight',
+                        'cls_embed.weight'):  # ours, mmseg built-in
+            key = prefix + old_key
+            if key in state_dict and state_dict[key].shape != ours.weight.shape:
+                found = state_dict[key].shape[0] - 1
+                # load our own initial values: nothing missing, strict passes
+                state_dict[key] = ours.weight.detach().clone()
+                state_dict[key[:-len('weight')] + 'bias'] = \
+                    ours.bias.detach().clone()
+                print_log(
+                    f'M2FHead: checkpoint class head has {found} classes, the '
+                    f'config {self.num_classes}: class head re-initialised, '
+                    f'everything else loaded', logger='current',
+                    level=logging.WARNING)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        """Load mmseg/mmdet built-in Mask2Former checkpoints directly.
+
+        Keys in the built-in layout are renamed to ours on the fly (the same
+        rules as ``m2f_plugin.converters``), with one log line.
+        """
+        self._drop_mismatched_class_head(state_dict, prefix)
+        if is_mmseg_mask2former(state_dict, prefix):
+            head = {k: state_dict.pop(k) for k in list(state_dict)
+                    if k.startswith(prefix)}
+            converted, report = convert_mmseg_state_dict(head, prefix)
+            state_dict.update(converted)
+            print_log(f'M2FHead: converted a built-in Mask2Former checkpoint '
+                      f'on load: {report.summary()}', logger='current')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def _warn_non_finite(cls_logits: Tensor, mask_logits: Tensor,
+                     batch_img_metas: List[dict]) -> None:
+    """Warn, naming the images, when an image's predictions hold NaN/Inf.
+
+    A warning, not an error: one corrupt image must not end the inference of
+    a whole folder, but its map must not pass for a real one either. One
+    small host read per batch (the per-image flags), at inference only.
+    """
+    finite = (torch.isfinite(cls_logits).flatten(1).all(1) &
+              torch.isfinite(mask_logits).flatten(1).all(1)).tolist()
+    bad = [meta.get('img_path', f'image {i} of the batch')
+           for i, (ok, meta) in enumerate(zip(finite, batch_img_metas))
+           if not ok]
+    if bad:
+        print_log(
+            f'M2FHead: non-finite predictions (NaN/Inf) for {bad}: the input '
+            'image holds NaN/Inf values or the weights are not finite; its '
+            'segmentation map is meaningless. Check the image file and the '
+            'data pipeline (e.g. a normalisation with std 0).',
+            logger='current', level=logging.WARNING)

@@ -1,0 +1,86 @@
+"""Per-class semantic logits from the final prediction set.
+
+``sum_q softmax(cls)[q, k] * sigmoid(up(mask_q))``, as mmseg's and mmdet's
+Mask2Former compute it, made one band of output rows at a time so that the
+(B, Q, H, W) upsampled masks never exist at the output size.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ['semantic_logits']
+
+
+def _resize_grid(size: int, align_corners: bool, device: torch.device
+                 ) -> Tensor:
+    """Normalised source coordinates of ``F.interpolate``'s bilinear resize
+    along one axis, for ``F.grid_sample`` (its border padding reproduces
+    interpolate's edge clamping). Independent of the input size."""
+    dst = torch.arange(size, dtype=torch.float32, device=device)
+    if align_corners:
+        return dst * (2.0 / max(size - 1, 1)) - 1.0
+    return (2.0 * dst + 1.0) / size - 1.0
+
+
+def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
+                    size: Tuple[int, int], align_corners: bool = False,
+                    chunk: int = 1 << 24) -> Tensor:
+    """Per-class logits ``sum_q softmax(cls)[q, k] * sigmoid(up(mask_q))``.
+
+    The same as upsampling every mask to ``size`` at once (bilinear, as
+    ``F.interpolate``) and contracting over queries, but done for a band of
+    output rows at a time: only (B, Q, rows, W) upsampled masks exist at once
+    (``chunk`` elements), and each output element is written once. Peak extra
+    memory is about ``chunk`` floats instead of (B, Q, H, W). Float32.
+
+    Args:
+        cls_logits: (B, Q, K + 1); the last class ("no object") is dropped.
+        mask_logits: (B, Q, h, w).
+        size: Output (H, W).
+        align_corners: As in ``F.interpolate``.
+        chunk: Upsampled-mask elements alive at once; <= 0: the plain
+            upsample-all formula in one step (no loop over rows: what
+            tracing and ONNX export need, see ``m2f_plugin.accel.export``).
+
+    Returns:
+        (B, K, H, W) float32.
+    """
+    probs = cls_logits.float().softmax(-1)[..., :-1]  # (B, Q, K)
+    if chunk <= 0:
+        up = F.interpolate(mask_logits.float(), size=size, mode='bilinear',
+                           align_corners=align_corners).sigmoid()
+        return torch.einsum('bqk,bqhw->bkhw', probs, up)
+    batch, num_queries, num_classes = probs.shape
+    height, width = size
+    masks = mask_logits.float()
+    gx = _resize_grid(width, align_corners, masks.device)
+    gy = _resize_grid(height, align_corners, masks.device)
+    rows = max(1, chunk // max(1, batch * num_queries * width))
+    out = probs.new_empty(batch, num_classes, height * width)
+    # (B, K, Q), contiguous: a view of the sliced (B, Q, K + 1) probabilities
+    # has an odd leading dimension (K + 1 = 151), which sends cuBLAS to its
+    # unaligned kernels for every band
+    probs_t = probs.transpose(1, 2).contiguous()
+    needs_grad = probs.requires_grad or masks.requires_grad
+    for top in range(0, height, rows):
+        band = gy[top:top + rows]
+        grid = torch.stack(torch.broadcast_tensors(gx[None, :], band[:, None]),
+                           -1)  # (rows, W, 2) as (x, y)
+        up = F.grid_sample(masks, grid.expand(batch, -1, -1, -1),
+                           mode='bilinear', padding_mode='border',
+                           align_corners=align_corners).sigmoid_()
+        # (B, K, Q) @ (B, Q, rows*W) -> this band of the output, written in
+        # place (a strided output cuBLAS takes as is: no temporary, no copy);
+        # out= has no autograd, so with gradients assign the band instead
+        cols = slice(top * width, (top + len(band)) * width)
+        if needs_grad:
+            out[:, :, cols] = torch.bmm(probs_t, up.flatten(2))
+        else:
+            torch.bmm(probs_t, up.flatten(2), out=out[:, :, cols])
+    return out.view(batch, num_classes, height, width)
+
+
