@@ -92,3 +92,55 @@ def test_tta_multiscale_flip(tmp_path):
     for r in results:
         assert r.pred_sem_seg.data.shape == (1, 64, 64)
         assert r.pred_sem_seg.data.max() < 6
+
+
+def _views(tmp_path, transforms):
+    """The synthetic val images 0 and 1 through one pipeline, collated."""
+    ds = DATASETS.build(dict(
+        type='M2FSyntheticShapesDataset', data_root=str(tmp_path / 'd'),
+        num_train=1, num_val=2, size=64,
+        data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
+        pipeline=[dict(type='LoadImageFromFile', backend_args=None),
+                  *transforms, dict(type='LoadAnnotations'),
+                  dict(type='PackSegInputs')]))
+    return pseudo_collate([ds[0], ds[1]])
+
+
+@torch.no_grad()
+def test_tta_merges_the_views_as_mmseg_defines(tmp_path):
+    """One scale without flip equals ``predict``; with a flip, the result is
+    the argmax of the mean class probabilities of the plain view and the
+    flipped view (flipped back), each computed by the plain model."""
+    from mmseg.utils import register_all_modules
+    register_all_modules()
+    model = build_tiny_segmentor().eval()
+    tta = MODELS.build(dict(type='SegTTAModel', module=model))
+    plain = model.test_step(_views(tmp_path, []))
+    flipped = model.test_step(_views(tmp_path, [dict(
+        type='RandomFlip', prob=1., direction='horizontal')]))
+
+    def tta_views(flips):
+        ds = DATASETS.build(dict(
+            type='M2FSyntheticShapesDataset', data_root=str(tmp_path / 'd'),
+            num_train=1, num_val=2, size=64,
+            data_prefix=dict(img_path='img_dir/val',
+                             seg_map_path='ann_dir/val'),
+            pipeline=[dict(type='LoadImageFromFile', backend_args=None),
+                      dict(type='TestTimeAug', transforms=[
+                          [dict(type='RandomFlip', prob=p,
+                                direction='horizontal') for p in flips],
+                          [dict(type='LoadAnnotations')],
+                          [dict(type='PackSegInputs')]])]))
+        return tta.test_step(pseudo_collate([ds[0], ds[1]]))
+
+    single = tta_views([0.])
+    both = tta_views([0., 1.])
+    for i in range(2):
+        torch.testing.assert_close(single[i].pred_sem_seg.data,
+                                   plain[i].pred_sem_seg.data)
+        # the flip really changes this (untrained, not symmetric) model
+        assert not torch.equal(plain[i].seg_logits.data,
+                               flipped[i].seg_logits.data)
+        mean = (plain[i].seg_logits.data.softmax(0) +
+                flipped[i].seg_logits.data.softmax(0)) / 2
+        assert torch.equal(both[i].pred_sem_seg.data[0], mean.argmax(0))

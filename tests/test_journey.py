@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import DEMO_CONFIG, REPO
+from tests.helpers import DEMO_CONFIG, REPO, train_options
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 TEST = osp.join(REPO, 'tools', 'test.py')
@@ -27,40 +27,6 @@ def data_root(tmp_path_factory):
     return generate_synthetic_shapes(
         str(tmp_path_factory.mktemp('shapes')), num_train=16, num_val=4,
         size=64)
-
-
-def _options(data_root: str, iters: int, **extra) -> list:
-    opts = {
-        'train_dataloader.dataset.data_root': data_root,
-        'train_dataloader.dataset.num_train': 16,
-        'train_dataloader.dataset.num_val': 4,
-        'train_dataloader.dataset.size': 64,
-        'val_dataloader.dataset.data_root': data_root,
-        'val_dataloader.dataset.num_train': 16,
-        'val_dataloader.dataset.num_val': 4,
-        'val_dataloader.dataset.size': 64,
-        'test_dataloader.dataset.data_root': data_root,
-        'test_dataloader.dataset.num_train': 16,
-        'test_dataloader.dataset.num_val': 4,
-        'test_dataloader.dataset.size': 64,
-        'train_dataloader.num_workers': 0,
-        'train_dataloader.persistent_workers': False,
-        'val_dataloader.num_workers': 0,
-        'val_dataloader.persistent_workers': False,
-        'test_dataloader.num_workers': 0,
-        'test_dataloader.persistent_workers': False,
-        'train_dataloader.batch_size': 2,
-        'model.decode_head.num_points': 256,
-        'model.decode_head.matcher.num_points': 256,
-        'train_cfg.max_iters': iters,
-        'train_cfg.val_interval': 1000,
-        'param_scheduler.0.end': iters,
-        'default_hooks.logger.interval': 1,
-        'default_hooks.checkpoint.interval': 2,
-        'default_hooks.visualization.draw': False,
-    }
-    opts.update(extra)
-    return ['--cfg-options'] + [f'{k}={v}' for k, v in opts.items()]
 
 
 def _run(cmd: list, cwd: str, env_extra: dict | None = None):
@@ -82,14 +48,14 @@ def test_user_config_outside_repo_trains_and_tests(tmp_path, data_root):
         "model = dict(decode_head=dict(num_queries=10))\n")
     work = tmp_path / 'work'
     _run([sys.executable, TRAIN, str(user_cfg), '--work-dir', str(work)]
-         + _options(data_root, 2), cwd=str(tmp_path))
+         + train_options(data_root, 2), cwd=str(tmp_path))
     ckpt = work / 'iter_2.pth'
     assert ckpt.exists()
     state = torch.load(str(ckpt), map_location='cpu')['state_dict']
     assert state['decode_head.transformer_decoder.query_feat.weight'].shape[0] \
         == 10
     _run([sys.executable, TEST, str(user_cfg), str(ckpt), '--work-dir',
-          str(tmp_path / 'test')] + _options(data_root, 2), cwd=str(tmp_path))
+          str(tmp_path / 'test')] + train_options(data_root, 2), cwd=str(tmp_path))
     metrics = json.loads((tmp_path / 'test' / 'test_metrics.json').read_text())
     assert {'mIoU', 'aAcc', 'mDice', 'mFscore'} <= set(metrics)
     assert 0 <= metrics['mIoU'] <= 100
@@ -127,13 +93,13 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
     single, ddp = str(tmp_path / 'single'), str(tmp_path / 'ddp')
     env = {'PYTHONPATH': REPO}
     _run([sys.executable, TRAIN, DEMO_CONFIG, '--work-dir', single]
-         + _options(data_root, 1, **common,
+         + train_options(data_root, 1, **common,
                     **{'train_dataloader.batch_size': 4}), cwd=REPO,
          env_extra=env)
     _run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
           '2', '--master_port', '29533', TRAIN, DEMO_CONFIG, '--launcher',
           'pytorch', '--work-dir', ddp]
-         + _options(data_root, 1, **common, **{'env_cfg.dist_cfg.backend':
+         + train_options(data_root, 1, **common, **{'env_cfg.dist_cfg.backend':
                                                'gloo'}),
          cwd=REPO, env_extra=env)
     ref = _losses(single, 0)
@@ -167,17 +133,17 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data_root):
     env = {'PYTHONPATH': REPO}
     straight, split = str(tmp_path / 'straight'), str(tmp_path / 'split')
     _run([sys.executable, TRAIN, DEMO_CONFIG, '--work-dir', straight]
-         + _options(data_root, 4, **common), cwd=REPO, env_extra=env)
+         + train_options(data_root, 4, **common), cwd=REPO, env_extra=env)
     crash_cfg = tmp_path / 'crash_after_2.py'
     crash_cfg.write_text(
         f"_base_ = [{DEMO_CONFIG!r}]\n"
         "custom_hooks = [dict(type='M2FRandomStateHook'),\n"
         "                dict(type='StopTrainingHook', stop_iter=2)]\n")
     _run([sys.executable, TRAIN, str(crash_cfg), '--work-dir', split]
-         + _options(data_root, 4, **common), cwd=REPO, env_extra=env)
+         + train_options(data_root, 4, **common), cwd=REPO, env_extra=env)
     assert not glob.glob(osp.join(split, 'iter_4.pth'))
     out = _run([sys.executable, TRAIN, DEMO_CONFIG, '--work-dir', split,
-                '--resume'] + _options(data_root, 4, **common), cwd=REPO,
+                '--resume'] + train_options(data_root, 4, **common), cwd=REPO,
                env_extra=env)
     assert 'resumed' in (out.stdout + out.stderr).lower()
     a = torch.load(osp.join(straight, 'iter_4.pth'), map_location='cpu')

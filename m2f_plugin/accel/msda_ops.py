@@ -10,10 +10,10 @@ Two compiled kernels compute the same sampling as mmcv's PyTorch reference
 
 As custom ops they have a fake (shape-only) implementation and a registered
 backward, so ``torch.compile`` keeps them in its graph as one node instead of
-breaking the graph at an opaque extension call. The device picks the kernel
-through PyTorch's dispatcher: on CPU tensors both ops run the PyTorch
-reference (the Triton one runs its kernels in Triton's interpreter when
-``TRITON_INTERPRET=1``, for tests).
+breaking the graph at an opaque extension call. CPU tensors take the PyTorch
+reference directly, under the caller's autocast (``MSDA_KERNELS``); the
+ops' own CPU kernels run the reference too (the Triton one runs its kernels
+in Triton's interpreter when ``TRITON_INTERPRET=1``, for tests).
 """
 from __future__ import annotations
 
@@ -268,12 +268,18 @@ def _msda_pytorch(value: Tensor, spatial_shapes: Tensor,
 
 def _msda_mmcv(value, spatial_shapes, level_start_index, sampling_locations,
                attention_weights, im2col_step):
+    if not value.is_cuda:  # the reference, under the caller's autocast
+        return _reference(value, spatial_shapes, sampling_locations,
+                          attention_weights)
     return msda_mmcv(value, spatial_shapes, level_start_index,
                      sampling_locations, attention_weights, im2col_step)
 
 
 def _msda_triton(value, spatial_shapes, level_start_index, sampling_locations,
                  attention_weights, im2col_step):
+    if not (value.is_cuda or _triton_interpret()):
+        return _reference(value, spatial_shapes, sampling_locations,
+                          attention_weights)
     return msda_triton(value, spatial_shapes, level_start_index,
                        sampling_locations, attention_weights)
 

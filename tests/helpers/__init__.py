@@ -130,3 +130,39 @@ def prediction_sets(predictions):
     ``Predictions``, for comparisons with models that return lists."""
     return (list(predictions.class_logits),
             [predictions.mask_logits(s) for s in range(predictions.num_sets)])
+
+
+def train_options(data_root: str, iters: int, **extra) -> list:
+    """``--cfg-options`` for a few demo iterations on a small synthetic
+    set at ``data_root`` (64x64, 16 train and 4 val images)."""
+    opts = {
+        'train_dataloader.dataset.data_root': data_root,
+        'train_dataloader.dataset.num_train': 16,
+        'train_dataloader.dataset.num_val': 4,
+        'train_dataloader.dataset.size': 64,
+        'val_dataloader.dataset.data_root': data_root,
+        'val_dataloader.dataset.num_train': 16,
+        'val_dataloader.dataset.num_val': 4,
+        'val_dataloader.dataset.size': 64,
+        'test_dataloader.dataset.data_root': data_root,
+        'test_dataloader.dataset.num_train': 16,
+        'test_dataloader.dataset.num_val': 4,
+        'test_dataloader.dataset.size': 64,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+        'val_dataloader.num_workers': 0,
+        'val_dataloader.persistent_workers': False,
+        'test_dataloader.num_workers': 0,
+        'test_dataloader.persistent_workers': False,
+        'train_dataloader.batch_size': 2,
+        'model.decode_head.num_points': 256,
+        'model.decode_head.matcher.num_points': 256,
+        'train_cfg.max_iters': iters,
+        'train_cfg.val_interval': 1000,
+        'param_scheduler.0.end': iters,
+        'default_hooks.logger.interval': 1,
+        'default_hooks.checkpoint.interval': 2,
+        'default_hooks.visualization.draw': False,
+    }
+    opts.update(extra)
+    return ['--cfg-options'] + [f'{k}={v}' for k, v in opts.items()]
