@@ -29,13 +29,15 @@ def data_root(tmp_path_factory):
         size=64)
 
 
-def _run(cmd: list, cwd: str, env_extra: dict | None = None):
+def _run(cmd: list, cwd: str, env_extra: dict | None = None,
+         ok: bool = True):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     env.pop('PYTHONPATH', None)  # use the installed package, as a user would
     env.update(env_extra or {})
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
                          text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    if ok:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
 
@@ -60,6 +62,53 @@ def test_user_config_outside_repo_trains_and_tests(tmp_path, data_root):
     assert {'mIoU', 'aAcc', 'mDice', 'mFscore'} <= set(metrics)
     assert 0 <= metrics['mIoU'] <= 100
 
+    # --tta: mmseg's SegTTAModel around the model, the config's tta_pipeline
+    tta_cfg = tmp_path / 'my_m2f_tta.py'
+    tta_cfg.write_text(
+        f"_base_ = [{str(user_cfg)!r}]\n"
+        "tta_model = dict(type='SegTTAModel')\n"
+        "tta_pipeline = [dict(type='LoadImageFromFile'), dict(\n"
+        "    type='TestTimeAug', transforms=[\n"
+        "        [dict(type='RandomFlip', prob=0., direction='horizontal'),\n"
+        "         dict(type='RandomFlip', prob=1., direction='horizontal')],\n"
+        "        [dict(type='LoadAnnotations')],\n"
+        "        [dict(type='PackSegInputs')]])]\n")
+    out = _run([sys.executable, TEST, str(tta_cfg), str(ckpt), '--tta',
+                '--work-dir', str(tmp_path / 'tta')]
+               + train_options(data_root, 2), cwd=str(tmp_path))
+    log = out.stdout + out.stderr
+    assert "type='SegTTAModel'" in log and "type='TestTimeAug'" in log
+    tta = json.loads((tmp_path / 'tta' / 'test_metrics.json').read_text())
+    assert 0 <= tta['mIoU'] <= 100
+
+
+def test_class_count_mismatch_stops_train_before_the_first_step(
+        tmp_path, data_root):
+    """tools/train.py checks the head against the data set's classes."""
+    out = _run([sys.executable, TRAIN, DEMO_CONFIG, '--work-dir',
+                str(tmp_path / 'w')]
+               + train_options(data_root, 2,
+                               **{'model.decode_head.num_classes': 9}),
+               cwd=str(tmp_path), ok=False)
+    assert out.returncode != 0
+    log = out.stdout + out.stderr
+    assert 'Set model.decode_head.num_classes=6' in log, log[-3000:]
+    assert not list((tmp_path / 'w').glob('*.pth'))
+    assert 'Iter(train)' not in log
+
+
+def test_amp_flag_switches_to_amp_optim_wrapper(tmp_path, data_root):
+    """``--amp`` turns the config's OptimWrapper into mmengine's
+    AmpOptimWrapper (which then refuses a machine without an accelerator;
+    on a GPU it trains)."""
+    out = _run([sys.executable, TRAIN, DEMO_CONFIG, '--amp', '--work-dir',
+                str(tmp_path / 'w')] + train_options(data_root, 1),
+               cwd=str(tmp_path), ok=torch.cuda.is_available())
+    log = out.stdout + out.stderr
+    assert "type='AmpOptimWrapper'" in log, log[-3000:]
+    if not torch.cuda.is_available():
+        assert out.returncode != 0 and 'AmpOptimWrapper' in out.stderr
+
 
 def _losses(work: str, rank: int, it: int = 0) -> dict:
     with open(osp.join(work, f'losses_rank{rank}_iter{it}.json')) as f:
@@ -79,6 +128,12 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
     differs from the full-batch weighted mean by the ranks' weight sums.
     Tolerance: 1e-5 relative on mask/Dice terms, 2% on class terms, 0.2% on
     the total (measured: <=1.7e-7, <=0.36%, 0.05%).
+
+    After the step the weights agree too: AdamW's first update is about
+    ``lr * sign(grad)`` per element, so an element whose averaged gradient
+    has the full batch's sign moves the same way in both runs. Ranks that
+    did not average their gradients would each follow half the batch and
+    disagree on a large share of the elements.
     """
     common = {'model.backbone.norm_eval': True,
               # no random augmentation: ranks draw from their own streams
@@ -89,7 +144,8 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
               'train_dataloader.sampler.shuffle': False,
               'custom_imports.imports': "['m2f_plugin','tests.helpers.dump_losses_hook']",
               'custom_hooks.0.type': 'DumpLossesHook',
-              'custom_hooks.0.fixed_points': True}
+              'custom_hooks.0.fixed_points': True,
+              'default_hooks.checkpoint.interval': 1}
     single, ddp = str(tmp_path / 'single'), str(tmp_path / 'ddp')
     env = {'PYTHONPATH': REPO}
     _run([sys.executable, TRAIN, DEMO_CONFIG, '--work-dir', single]
@@ -112,6 +168,19 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
               f'rel {abs(mean - value) / abs(value):.2e}')
         tol = 2e-3 if key == 'loss' else 2e-2 if 'cls' in key else 1e-5
         assert abs(mean - value) <= tol * abs(value) + 1e-4, (key, mean, value)
+
+    a = torch.load(osp.join(single, 'iter_1.pth'), map_location='cpu')
+    b = torch.load(osp.join(ddp, 'iter_1.pth'), map_location='cpu')
+    lr = 3e-4  # the demo config's
+    differ = total = 0
+    for key, value in a['state_dict'].items():
+        if value.is_floating_point() and 'running_' not in key:
+            diff = (value - b['state_dict'][key]).abs()
+            differ += int((diff > lr).sum())
+            total += diff.numel()
+    share = differ / total
+    print(f'weights moved differently: {share:.4%} of {total} elements')
+    assert share < 0.02, share
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path, data_root):

@@ -102,3 +102,40 @@ def test_losses_match_builtin(pair, fixed_rand):
         rel = abs(out[key].item() - ref[key].item()) / max(
             abs(ref[key].item()), 1e-8)
         assert rel < 1e-4, (key, out[key].item(), ref[key].item())
+
+
+def test_raw_builtin_state_dict_loads_into_our_segmentor(pair):
+    """The built-in's own keys (no converter run by the user) load strictly
+    into ours, renamed on load, and give the built-in's logits."""
+    builtin, _ = pair
+    ours = _build(OURS).eval()
+    missing, unexpected = ours.load_state_dict(builtin.state_dict(),
+                                               strict=True)
+    assert not missing and not unexpected
+    imgs = torch.randn(1, 3, 96, 96)
+    metas = [dict(img_shape=(96, 96), pad_shape=(96, 96),
+                  ori_shape=(96, 96))]
+    with torch.no_grad():
+        assert _rel_err(ours.encode_decode(imgs, metas),
+                        builtin.encode_decode(imgs, metas)) < 1e-5
+
+
+def test_raw_builtin_state_dict_with_other_class_count(pair):
+    """A 150-class built-in checkpoint into a 6-class model: everything but
+    the class head is loaded, the class head keeps its initial values."""
+    builtin, _ = pair
+    cfg = Config.fromfile(OURS)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.norm_cfg = dict(type='BN', requires_grad=True)
+    model_cfg.backbone.init_cfg = None
+    model_cfg.decode_head.num_classes = 6
+    ours = MODELS.build(model_cfg)
+    ours.init_weights()
+    cls = ours.decode_head.transformer_decoder.predictor.cls_embed
+    fresh = cls.weight.detach().clone()
+    ours.load_state_dict(builtin.state_dict(), strict=True)
+    assert torch.equal(cls.weight, fresh) and cls.weight.shape[0] == 7
+    converted, _ = convert_mmseg_state_dict(builtin.state_dict())
+    for key, value in ours.state_dict().items():
+        if 'cls_embed' not in key:
+            assert torch.equal(value, converted[key]), key
