@@ -9,7 +9,8 @@ from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
-from m2f_plugin.engine import M2FNumClassesCheckHook
+from m2f_plugin.accel.compile_hook import M2FCompileHook, compile_options
+from m2f_plugin.engine import M2FFiniteCheckpointHook, M2FNumClassesCheckHook
 
 
 def parse_args():
@@ -64,6 +65,14 @@ def main():
     runner = Runner.from_cfg(cfg)
     # a head/data-set class-count mismatch fails before the first step
     runner.register_hook(M2FNumClassesCheckHook())
+    # a checkpoint with NaN/Inf weights is refused, not evaluated
+    if not any(isinstance(h, M2FFiniteCheckpointHook) for h in runner.hooks):
+        runner.register_hook(M2FFiniteCheckpointHook())
+    # compile=True in the config: test_step is compiled as mmengine compiles
+    # train_step
+    if compile_options(cfg) is not None and not any(
+            isinstance(h, M2FCompileHook) for h in runner.hooks):
+        runner.register_hook(M2FCompileHook())
     metrics = runner.test()
     # machine-readable metrics next to the logs (the demo reads them)
     if runner.rank == 0:

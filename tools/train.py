@@ -10,7 +10,13 @@ from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
-from m2f_plugin.engine import M2FNumClassesCheckHook
+from m2f_plugin.accel.compile_hook import M2FCompileHook, compile_options
+from m2f_plugin.engine import (
+    M2FFiniteCheckpointHook,
+    M2FNonFiniteLossHook,
+    M2FNumClassesCheckHook,
+    M2FResumeScheduleHook,
+)
 
 
 def parse_args():
@@ -19,6 +25,13 @@ def parse_args():
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--resume', action='store_true', default=False,
                         help='resume from the latest checkpoint in work_dir')
+    parser.add_argument('--resume-schedule',
+                        choices=['error', 'config', 'checkpoint'],
+                        help='when the resumed checkpoint was trained on '
+                        'another schedule (max_iters, param_scheduler, '
+                        'learning rate) than the config: stop and say so '
+                        "(error, the default), apply the config's, or keep "
+                        "the checkpoint's")
     parser.add_argument('--amp', action='store_true', default=False,
                         help='enable automatic mixed precision (fp16)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -31,6 +44,17 @@ def parse_args():
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def ensure_hook(runner: Runner, hook_type: type, **options) -> None:
+    """Register ``hook_type(**options)`` unless the config has one; set
+    ``options`` on the config's."""
+    for hook in runner.hooks:
+        if isinstance(hook, hook_type):
+            for name, value in options.items():
+                setattr(hook, name, value)
+            return
+    runner.register_hook(hook_type(**options))
 
 
 def main():
@@ -65,6 +89,15 @@ def main():
     runner = Runner.from_cfg(cfg)
     # a head/data-set class-count mismatch fails before the first step
     runner.register_hook(M2FNumClassesCheckHook())
+    # a diverged run stops with a clear error and keeps its last finite
+    # checkpoint; a resume never silently changes the schedule
+    ensure_hook(runner, M2FNonFiniteLossHook)
+    ensure_hook(runner, M2FFiniteCheckpointHook)
+    ensure_hook(runner, M2FResumeScheduleHook, **(
+        {'on_change': args.resume_schedule} if args.resume_schedule else {}))
+    if compile_options(cfg) is not None:
+        # mmengine compiles train_step; validation gets the same option
+        ensure_hook(runner, M2FCompileHook)
     runner.train()
 
 

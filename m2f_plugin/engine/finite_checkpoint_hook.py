@@ -21,6 +21,8 @@ resume and ``tools/test.py``.
 """
 from __future__ import annotations
 
+import glob
+import os.path as osp
 from typing import List, Mapping, Optional
 
 import torch
@@ -141,12 +143,18 @@ class M2FFiniteCheckpointHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         bad = nonfinite_tensors(checkpoint.get('state_dict', {}))
-        if bad:
-            source = getattr(runner, '_load_from', None)
-            if source is None and getattr(runner, '_resume', False):
-                source = find_latest_checkpoint(runner.work_dir)
-            raise M2FNonFiniteError(
-                f'{source or "The checkpoint"} holds NaN/Inf in {len(bad)} weight tensors '
-                f'({_shown(bad)}): it was written by a run that diverged. '
-                'Use an earlier checkpoint of that run (resume: --resume '
-                '--cfg-options load_from=<earlier .pth>).')
+        if not bad:
+            return
+        source = getattr(runner, '_load_from', None)
+        if source is None and getattr(runner, '_resume', False):
+            source = find_latest_checkpoint(runner.work_dir)
+        others = sorted(
+            p for p in glob.glob(osp.join(osp.dirname(source or ''), '*.pth'))
+            if not osp.samefile(p, source)) if source else []
+        raise M2FNonFiniteError(
+            f'{source or "The checkpoint"} holds NaN/Inf in {len(bad)} weight '
+            f'tensors ({_shown(bad)}): it was written by a run that diverged. '
+            'Use an earlier checkpoint of that run'
+            + (f' ({_shown(others, 5)})' if others else '')
+            + '; to resume training from one: --resume --cfg-options '
+            'load_from=<that .pth>.')

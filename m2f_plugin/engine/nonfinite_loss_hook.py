@@ -40,6 +40,7 @@ rank's terms and images.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -196,7 +197,7 @@ class M2FNonFiniteLossHook(Hook):
                     f'skipped this step ({self.consecutive_skips} in a row, '
                     f'{self.skipped_steps} in all; stopping after '
                     f'{self.max_consecutive_skips} in a row).',
-                    logger='current', level=30)
+                    logger='current', level=logging.WARNING)
                 return
         raise M2FNonFiniteError(self._message(runner, bad, data_batch))
 

@@ -91,7 +91,9 @@ def _module_of(name: str) -> str:
 
 def describe_param_groups(groups: Sequence[Dict[str, Any]],
                           names: Dict[int, str],
-                          custom_keys: Sequence[str] = ()) -> List[str]:
+                          custom_keys: Sequence[str] = (),
+                          defaults: Optional[Dict[str, Any]] = None
+                          ) -> List[str]:
     """One summary line per parameter group, for the log.
 
     Args:
@@ -100,16 +102,22 @@ def describe_param_groups(groups: Sequence[Dict[str, Any]],
         custom_keys: The ``paramwise_cfg.custom_keys`` names; each line says
             which of them its parameters matched (first match, longest key
             first, as the default constructor applies them).
+        defaults: The optimizer's own options (``lr``, ``weight_decay``),
+            shown for groups that do not set them.
 
     Returns:
-        Lines like ``paramwise_options -- group 2/3: weight_decay=0.0 -> 61
-        parameters (backbone: 40, decode_head.pixel_decoder: 21; custom
-        keys: level_embed)``.
+        Lines like ``paramwise_options -- group 2/3: lr=0.0003,
+        weight_decay=0.0 -> 78 parameters (backbone.bn1: 2, ...; custom keys:
+        ...)``; a group with only the optimizer's options says so.
     """
     keys = sorted(sorted(custom_keys), key=len, reverse=True)
+    defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
     lines = []
     for i, group in enumerate(groups, 1):
-        opts = ', '.join(f'{k}={v}' for k, v in _options(group).items())
+        own = _options(group)
+        opts = ', '.join(f'{k}={v}' for k, v in {**defaults, **own}.items())
+        if not own:
+            opts = f'{opts} (optimizer defaults)' if opts else 'optimizer defaults'
         group_names = [names.get(id(p), '?') for p in group['params']]
         modules = Counter(_module_of(n) for n in group_names)
         where = ', '.join(f'{m}: {c}' for m, c in modules.items())
@@ -120,9 +128,8 @@ def describe_param_groups(groups: Sequence[Dict[str, Any]],
                 matched.append(key)
         if matched:
             where += '; custom keys: ' + ', '.join(matched)
-        lines.append(f'{_PARAMWISE_PREFIX}group {i}/{len(groups)}: '
-                     f'{opts or "optimizer defaults"} -> {len(group_names)} '
-                     f'parameters ({where})')
+        lines.append(f'{_PARAMWISE_PREFIX}group {i}/{len(groups)}: {opts} -> '
+                     f'{len(group_names)} parameters ({where})')
     return lines
 
 
@@ -182,7 +189,9 @@ class M2FOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         params[:] = merge_param_groups(params)
         names = {id(p): n for n, p in module.named_parameters()}
         custom_keys = list(self.paramwise_cfg.get('custom_keys', {}))
-        for line in describe_param_groups(params, names, custom_keys):
+        defaults = {'lr': self.base_lr, 'weight_decay': self.base_wd}
+        for line in describe_param_groups(params, names, custom_keys,
+                                          defaults):
             print_log(line, logger='current')
         for i, group in enumerate(params, 1):
             print_log(f'{_PARAMWISE_PREFIX}group {i}/{len(params)} parameters: '

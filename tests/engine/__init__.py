@@ -11,9 +11,10 @@ import glob
 import itertools
 import os
 import os.path as osp
+import signal
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.evaluator import BaseMetric
@@ -34,12 +35,14 @@ _names = itertools.count()
 # ----------------------------------------------------------------- toy runner
 class ToyModel(BaseModel):
     """Two logged loss terms; ``loss_aux`` becomes NaN at the ``nan_at``-th
-    training forward (1-based), like a diverging head."""
+    training forward(s) (1-based), like a diverging head."""
 
-    def __init__(self, nan_at: Optional[int] = None) -> None:
+    def __init__(self, nan_at: Union[int, Sequence[int], None] = None
+                 ) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(4, 1)
-        self.nan_at = nan_at
+        self.nan_at = {nan_at} if isinstance(nan_at, int) else set(
+            nan_at or ())
         self.calls = 0
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
@@ -48,7 +51,7 @@ class ToyModel(BaseModel):
         if mode == 'loss':
             self.calls += 1
             aux = out.abs().mean() * 0.1
-            if self.calls == self.nan_at:
+            if self.calls in self.nan_at:
                 aux = aux * float('nan')
             return {'loss_main': ((out - 1) ** 2).mean(), 'loss_aux': aux,
                     'acc': out.mean().detach()}
@@ -113,8 +116,9 @@ def toy_runner(work_dir: str, max_iters: int, hooks: Sequence = (),
                dataset: Optional[Dataset] = None, interval: int = 1,
                max_keep_ckpts: int = 1, val: bool = False,
                param_scheduler=None, lr: float = 0.01, resume: bool = False,
-               load_from: Optional[str] = None) -> Runner:
-    """An iteration-based mmengine Runner on the toy model (batch 2, SGD)."""
+               load_from: Optional[str] = None, amp: bool = False) -> Runner:
+    """An iteration-based mmengine Runner on the toy model (batch 2, SGD;
+    ``amp``: mmengine's AmpOptimWrapper, which needs a GPU)."""
     extra = {}
     if val:
         extra = dict(
@@ -130,7 +134,8 @@ def toy_runner(work_dir: str, max_iters: int, hooks: Sequence = (),
                               num_workers=0,
                               sampler=dict(type='DefaultSampler',
                                            shuffle=False)),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=lr, momentum=0.9)),
+        optim_wrapper=dict(type='AmpOptimWrapper' if amp else 'OptimWrapper',
+                           optimizer=dict(type='SGD', lr=lr, momentum=0.9)),
         param_scheduler=param_scheduler,
         train_cfg=dict(by_epoch=False, max_iters=max_iters,
                        val_interval=1 if val else 10**6),
@@ -187,11 +192,26 @@ def demo_options(data_root: str, iters: int, **extra) -> List[str]:
 
 def run(cmd: List[str], env_extra: Optional[dict] = None,
         timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``cmd`` from the repository root with one thread per process."""
+    """Run ``cmd`` from the repository root with one thread per process.
+
+    On timeout the whole process group (a launcher and its ranks) is killed
+    and the test fails with the output so far: a rank left waiting in a
+    collective shows up as this failure, not as a stuck test run.
+    """
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
     env.update(env_extra or {})
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f'{cmd[:4]}... still running after {timeout} s '
+                             f'(a rank left waiting?):\n{stdout[-3000:]}'
+                             f'{stderr[-3000:]}') from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def train_cmd(config: str, work_dir: str, *args: str) -> List[str]:

@@ -210,3 +210,23 @@ def test_premise_mmengine_alone_trains_through_nan(tmp_path):
     work = str(tmp_path)
     toy_runner(work, 6, model=ToyModel(nan_at=4)).train()
     assert nonfinite_checkpoints(work) == [osp.join(work, 'iter_6.pth')]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="mmengine's AmpOptimWrapper needs a GPU")
+def test_amp_loss_scaler_skips_the_steps_and_the_guard_counts_them(
+        tmp_path):
+    """Real AmpOptimWrapper: NaN losses at iterations 3, 5, 6, 7. The scaler
+    skips those steps (the weights stay finite, so the checkpoints of 3, 5
+    and 6 are written); the third in a row (7) stops the run."""
+    work = str(tmp_path)
+    runner = toy_runner(work, 10, amp=True, model=ToyModel(nan_at=(3, 5, 6, 7)),
+                        hooks=[M2FNonFiniteLossHook(max_consecutive_skips=3),
+                               M2FFiniteCheckpointHook()])
+    with pytest.raises(M2FNonFiniteError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert 'iteration=7 ' in msg and 'The last 3 steps in a row' in msg
+    assert runner.message_hub.get_info('skipped_steps') == 4
+    assert checkpoints(work) == ['iter_6.pth']
+    assert nonfinite_checkpoints(work) == []

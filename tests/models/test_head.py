@@ -152,3 +152,34 @@ def test_training_step_moves_to_host_twice(monkeypatch):
     losses = head.loss(x, samples, None)
     sum(losses.values()).backward()
     assert calls == {'cpu': 2, 'item': 0}, calls
+
+
+def test_predict_names_images_with_non_finite_predictions():
+    """A NaN pixel spreads to the image's predictions: a warning names that
+    image (and only that one); the maps are still returned."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    head = tiny_head().eval()
+    x = feats(2, 64, 64)
+    x[0][1, :, 3, 3] = float('nan')  # image 1 only
+    metas = [dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64),
+                  img_path=f'/data/img_{i}.png') for i in range(2)]
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        with torch.no_grad():
+            out = head.predict(x, metas, None)
+            clean = head.predict(feats(2, 64, 64), metas, None)
+    finally:
+        logger.removeHandler(handler)
+    warnings = [r.getMessage() for r in records
+                if 'non-finite predictions' in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert '/data/img_1.png' in warnings[0]
+    assert '/data/img_0.png' not in warnings[0]
+    assert out.shape == clean.shape == (2, 5, 64, 64)
+    assert torch.isfinite(out[0]).all() and not torch.isfinite(out[1]).all()

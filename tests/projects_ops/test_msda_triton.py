@@ -297,15 +297,16 @@ def _layer_run(layer, query, pos, ref_pts, spatial, start):
 
 
 def _spy_triton_op(monkeypatch) -> list:
-    """Count the layer's calls of the Triton op (it imports it per call)."""
-    import projects_ops.msda_triton as pkg
+    """Count the layer's launches of the Triton forward kernel (the
+    ``m2f::msda_triton`` custom op looks the launcher up per call)."""
+    import projects_ops.msda_triton.function as function
     calls = []
-    real = pkg.ms_deform_attn_triton
+    real = function._launch_fwd
 
     def spy(*args, **kwargs):
         calls.append(args[0].dtype)
         return real(*args, **kwargs)
-    monkeypatch.setattr(pkg, 'ms_deform_attn_triton', spy)
+    monkeypatch.setattr(function, '_launch_fwd', spy)
     return calls
 
 
@@ -347,7 +348,8 @@ def test_layer_triton_cpu_falls_back_without_interpreter(monkeypatch):
 
 
 def test_layer_rejects_unknown_impl():
-    with pytest.raises(ValueError, match="'mmcv', 'pytorch' or 'triton'"):
+    with pytest.raises(ValueError,
+                       match=r"one of \['mmcv', 'pytorch', 'triton'\]"):
         MSDeformAttn(32, 2, 3, 2, impl='cuda')
 
 
