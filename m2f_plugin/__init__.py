@@ -4,7 +4,12 @@ Importing the package (or ``custom_imports=dict(imports=['m2f_plugin'])``)
 checks the OpenMMLab stack, makes mmengine's checkpoints load on torch >= 2.6,
 and registers every module in mmseg's registries.
 """
-from .utils.version_check import check_openmmlab_stack
+# first, so that nothing imported below prints a known-harmless warning
+from .utils.warning_filters import install_warning_filters
+
+install_warning_filters()
+
+from .utils.version_check import check_openmmlab_stack  # noqa: E402
 
 check_openmmlab_stack()
 
@@ -13,7 +18,7 @@ from .utils.checkpoint_compat import allow_mmengine_checkpoints  # noqa: E402
 allow_mmengine_checkpoints()
 
 from . import datasets, engine, models  # noqa: E402,F401  (registers)
-from .accel import graphed_head, graphed_segmentor  # noqa: E402,F401
+from .accel import compile_hook, graphed_head, graphed_segmentor  # noqa: E402,F401
 from .version import __version__  # noqa: E402
 
 __all__ = ['__version__']

@@ -116,7 +116,8 @@ def _convert_hf(args: argparse.Namespace) -> int:
                     'dataset_meta': {'classes': derivation.class_names}}}
     torch.save(out, args.dst)
     print(f'wrote {args.dst}\nwrote {config_out}')
-    print(next_step(config_out, args.dst, derivation.num_classes))
+    print(next_step(config_out, args.dst, derivation.num_classes,
+                    bases_given=args.base is not None))
     return 0
 
 
@@ -124,7 +125,8 @@ def _convert_hf(args: argparse.Namespace) -> int:
 TEST_KEYS = ('test_dataloader', 'test_evaluator', 'test_cfg')
 
 
-def next_step(config: str, checkpoint: str, num_classes: int) -> str:
+def next_step(config: str, checkpoint: str, num_classes: int,
+              bases_given: bool = False) -> str:
     """The command to run next, one that works for the config as written.
 
     A config with a test set (a known class count, or ``--base`` files that
@@ -136,6 +138,7 @@ def next_step(config: str, checkpoint: str, num_classes: int) -> str:
         config: The derived config file.
         checkpoint: The converted checkpoint.
         num_classes: The model's class count.
+        bases_given: Whether ``--base`` chose the config's ``_base_``.
 
     Returns:
         The lines to print.
@@ -150,16 +153,21 @@ def next_step(config: str, checkpoint: str, num_classes: int) -> str:
     missing = [k for k in TEST_KEYS if cfg.get(k) is None]
     if not missing:
         return f'evaluate: {test}'
+    why = ('the --base files bring none' if bases_given else
+           f'no mmseg data set is known for {num_classes} classes')
     load = ('python -c "from mmseg.apis import init_model; '
             f"init_model('{config}', '{checkpoint}', device='cpu')\"")
-    return (
-        f'next: {config} holds the model only (no mmseg data set base for '
-        f'{num_classes} classes), so `mim test` cannot run it yet: it needs '
-        f'{", ".join(missing)}. Add a data set with {num_classes} classes, '
-        "e.g. --base mmseg::_base_/default_runtime.py <your data set's base "
-        "config>, plus test_cfg = dict(type='TestLoop') if the bases do not "
-        f'set it; then evaluate with:\n  {test}\n'
-        f'check now that the weights load into the model:\n  {load}')
+    return '\n'.join([
+        f'next: {config} holds the model only ({why}),',
+        '  so `mim test` cannot run it yet: it needs '
+        f'{", ".join(missing)}.',
+        f'  Add a data set with {num_classes} classes (e.g. --base '
+        "mmseg::_base_/default_runtime.py <your data set's base config>,",
+        "  and test_cfg = dict(type='TestLoop') if the bases do not set it), "
+        'then evaluate with:',
+        f'    {test}',
+        'check now that the weights load into the model:',
+        f'  {load}'])
 
 
 def main(argv: Optional[List[str]] = None) -> int:

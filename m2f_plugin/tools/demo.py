@@ -46,8 +46,13 @@ def _mim() -> str:
 
 
 def _run(cmd: List[str]) -> None:
+    from m2f_plugin.utils.warning_filters import python_warnings_option
     print('$ ' + ' '.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    # mim itself does not import m2f_plugin: hand it the same filters
+    env = dict(os.environ)
+    env['PYTHONWARNINGS'] = ','.join(
+        w for w in (env.get('PYTHONWARNINGS'), python_warnings_option()) if w)
+    subprocess.run(cmd, check=True, env=env)
 
 
 # ------------------------------------------------------------ summary figure
@@ -55,6 +60,7 @@ def _run(cmd: List[str]) -> None:
 IGNORE_COLOUR = (255, 255, 255)  # ignore_index pixels in the ground truth
 PANEL_SIDE = 256  # px; small images are enlarged by a whole factor (no blur)
 COLUMNS = ('input', 'ground truth', 'prediction')
+LEGEND = dict(frameon=False, columnspacing=1.2, handletextpad=0.5)
 LOSS_COLOUR = '#1f77b4'
 MIOU_COLOUR = '#d62728'
 
@@ -81,13 +87,25 @@ class SummaryFigure:
     has_curves: bool = False
 
 
+def find_logs(work_dir: str) -> List[str]:
+    """The scalar logs of a run, oldest first: ``<work_dir>/<timestamp>/
+    vis_data/scalars.json`` (written by ``LocalVisBackend``), or the
+    LoggerHook's ``<timestamp>.json`` next to it if that is missing."""
+    logs = []
+    for run_dir in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data'))):
+        stamp = osp.basename(osp.dirname(run_dir))
+        for name in ('scalars.json', f'{stamp}.json'):
+            if osp.isfile(osp.join(run_dir, name)):
+                logs.append(osp.join(run_dir, name))
+                break
+    return logs
+
+
 def load_scalars(work_dir: str) -> Tuple[List[dict], List[dict]]:
     """The training and validation records of a run's mmengine logs.
 
-    Reads ``<work_dir>/<timestamp>/vis_data/scalars.json`` (written by
-    ``LocalVisBackend``; the LoggerHook's ``<timestamp>.json`` next to it if
-    that is missing), every timestamp in order, so a resumed run gives one
-    curve; a later record for the same step replaces the earlier one.
+    Reads every log of :func:`find_logs` in order, so a resumed run gives
+    one curve; a later record for the same step replaces the earlier one.
 
     Args:
         work_dir: The run's work_dir.
@@ -99,13 +117,7 @@ def load_scalars(work_dir: str) -> Tuple[List[dict], List[dict]]:
     """
     train: Dict[int, dict] = {}
     val: Dict[int, dict] = {}
-    for run_dir in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data'))):
-        path = osp.join(run_dir, 'scalars.json')
-        if not osp.isfile(path):
-            stamp = osp.basename(osp.dirname(run_dir))
-            path = osp.join(run_dir, f'{stamp}.json')
-            if not osp.isfile(path):
-                continue
+    for path in find_logs(work_dir):
         with open(path) as f:
             for line in f:
                 line = line.strip()
@@ -199,9 +211,26 @@ def _draw_curve(ax: Any, steps: Sequence[float], values: Sequence[float],
     ax.grid(True, alpha=0.3)
     if best and len(values):
         i = int(np.argmax(values))
-        ax.annotate(f'best {values[i]:.1f} @ {int(steps[i])}',
-                    (steps[i], values[i]), textcoords='offset points',
-                    xytext=(-10, -16), ha='right', fontsize=9)
+        ax.plot([steps[i]], [values[i]], marker='*', markersize=12,
+                color=colour, linestyle='none', clip_on=False)
+        ax.set_title(f'{ax.get_title()}: best {values[i]:.1f} at iteration '
+                     f'{int(steps[i])}', fontsize=10)
+
+
+def _legend_columns(handles: List[Any], max_width: float, dpi: int) -> int:
+    """The most legend columns that fit in ``max_width`` pixels (measured on
+    a scratch figure)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    scratch = Figure(dpi=dpi)
+    renderer = FigureCanvasAgg(scratch).get_renderer()
+    for ncol in range(len(handles), 1, -1):
+        legend = scratch.legend(handles=handles, ncol=ncol, **LEGEND)
+        fits = legend.get_window_extent(renderer).width <= max_width
+        legend.remove()
+        if fits:
+            return ncol
+    return 1
 
 
 def _no_curve(ax: Any, text: str) -> None:
@@ -264,14 +293,18 @@ def make_summary_figure(work_dir: str, config: Union[str, Any],
 
     # layout in pixels (dpi 100), from the top
     dpi, margin, gap = 100, 20, 14
-    title_h, curves_h, header_h, caption_h = 40, 250, 26, 20
+    title_h, curves_h, header_h, caption_h = 48, 250, 26, 20
     grid_w = 3 * cell_w + 2 * gap
     width = max(grid_w + 2 * margin, 760)
     shown = sorted({int(v) for r in rows for v in np.unique(
         np.concatenate([r['gt'].ravel(), r['pred'].ravel()]))})
     legend_ids = [c for c in shown if c < len(classes)]
-    legend_rows = -(-(len(legend_ids) + 1) // 6)
-    legend_h = 16 + 22 * legend_rows
+    handles = [Patch(facecolor=np.asarray(palette[c]) / 255,
+                     edgecolor='0.5', label=classes[c]) for c in legend_ids]
+    handles.append(Patch(facecolor=np.asarray(IGNORE_COLOUR) / 255,
+                         edgecolor='0.5', label=f'ignored ({ignore_index})'))
+    legend_cols = _legend_columns(handles, width - 2 * margin, dpi)
+    legend_h = 16 + 22 * -(-len(handles) // legend_cols)
     grid_top = title_h + curves_h + 30 + header_h
     row_h = caption_h + cell_h + gap
     height = grid_top + len(rows) * row_h + legend_h + margin
@@ -282,8 +315,12 @@ def make_summary_figure(work_dir: str, config: Union[str, Any],
         """Pixel box (from the top left) -> figure fraction rect."""
         return [left / width, 1 - (top + h) / height, w / width, h / height]
 
-    fig.text(0.5, 1 - 14 / height, f'Mask2Former: {osp.basename(checkpoint)}',
+    config_name = (config if isinstance(config, str)
+                   else getattr(config, 'filename', None) or 'config')
+    fig.text(0.5, 1 - 8 / height, f'Mask2Former: {osp.basename(checkpoint)}',
              ha='center', va='top', fontsize=13, weight='bold')
+    fig.text(0.5, 1 - 30 / height, osp.basename(config_name), ha='center',
+             va='top', fontsize=9, color='0.35')
     layout: Dict[Tuple[str, int], Tuple[int, int, int, int]] = {}
     # curves: two plot areas side by side (room for tick labels around them)
     plot_w = (width - 2 * margin - 150) // 2
@@ -297,17 +334,22 @@ def make_summary_figure(work_dir: str, config: Union[str, Any],
     ax_loss.set_title('training loss', fontsize=11)
     ax_miou.set_title('validation mIoU (%)', fontsize=11)
     has_curves = bool(train or val)
+    last_step = max([r['step'] for r in train + val] or [0])
+    no_log = f'no training log in\n{work_dir}'
+    logged = bool(find_logs(work_dir))
     if train:
         _draw_curve(ax_loss, [r['step'] for r in train],
                     [r['loss'] for r in train], LOSS_COLOUR, 'loss')
     else:
-        _no_curve(ax_loss, f'no training log in\n{work_dir}')
+        _no_curve(ax_loss, 'no training loss logged yet' if logged else no_log)
     if val:
         _draw_curve(ax_miou, [r['step'] for r in val],
                     [r['mIoU'] for r in val], MIOU_COLOUR, 'mIoU', best=True)
     else:
-        _no_curve(ax_miou, (f'no validation results in\n{work_dir}' if train
-                            else f'no training log in\n{work_dir}'))
+        _no_curve(ax_miou, 'no validation results yet' if logged else no_log)
+    for ax, records in ((ax_loss, train), (ax_miou, val)):
+        if records:  # one iteration axis for both
+            ax.set_xlim(0, last_step * 1.05)
 
     # image grid: exact pixels (figimage draws without resampling)
     grid_left = (width - grid_w) // 2
@@ -328,11 +370,7 @@ def make_summary_figure(work_dir: str, config: Union[str, Any],
             fig.figimage(image, xo=left, yo=height - top - h, origin='upper')
             layout[(name, r)] = (left, top, w, h)
 
-    handles = [Patch(facecolor=np.asarray(palette[c]) / 255,
-                     edgecolor='0.5', label=classes[c]) for c in legend_ids]
-    handles.append(Patch(facecolor=np.asarray(IGNORE_COLOUR) / 255,
-                         edgecolor='0.5', label=f'ignored ({ignore_index})'))
-    fig.legend(handles=handles, loc='lower center', ncol=6, frameon=False,
+    fig.legend(handles=handles, loc='lower center', ncol=legend_cols, **LEGEND,
                bbox_to_anchor=(0.5, 4 / height))
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     fig.savefig(out_file, dpi=dpi)
@@ -364,7 +402,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.iters:
         options += [f'train_cfg.max_iters={args.iters}',
                     f'train_cfg.val_interval={max(1, args.iters // 3)}',
-                    f'param_scheduler.0.end={args.iters}']
+                    f'param_scheduler.0.end={args.iters}',
+                    # about ten points on the summary figure's loss curve
+                    'default_hooks.logger.interval='
+                    f'{max(1, min(20, args.iters // 10))}']
     t0 = time.time()
     _run([_mim(), 'train', 'm2f_plugin', args.config, '--gpus', '0',
           '--work-dir', work_dir, '--cfg-options', *options])

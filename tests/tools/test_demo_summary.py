@@ -14,6 +14,7 @@ from mmengine.config import Config
 
 from m2f_plugin.datasets import generate_synthetic_shapes
 from m2f_plugin.datasets.synthetic_shapes import CLASSES, PALETTE
+from m2f_plugin.tools import demo
 from m2f_plugin.tools.demo import (
     LOSS_COLOUR,
     MIOU_COLOUR,
@@ -21,7 +22,8 @@ from m2f_plugin.tools.demo import (
     load_scalars,
     make_summary_figure,
 )
-from tests.conftest import DEMO_CONFIG
+
+DEMO_CONFIG = osp.join(demo.REPO, demo.DEMO_CONFIG)
 
 NUM_VAL = 5  # one more than the figure shows
 
