@@ -54,7 +54,8 @@ class M2FGraphedHead(M2FHead):
         if cuda_graph_train not in (True, False):
             raise ValueError(
                 f'M2FGraphedHead: cuda_graph_train={cuda_graph_train!r}; '
-                'expected True or False')
+                'expected True or False (graphing the transformer decoder '
+                "alone, 'transformer_decoder', is no longer an option)")
         self.cuda_graph = cuda_graph
         self.cuda_graph_train = cuda_graph_train
         self.graphed_inference = GraphedInference(max_graphs)

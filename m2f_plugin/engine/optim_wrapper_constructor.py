@@ -203,6 +203,11 @@ class M2FOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         """Build the optimizer wrapper; its optimizer keeps its implementation
         flags when it loads a state dict (see the module docstring)."""
         wrapper = super().__call__(model)
-        wrapper.optimizer.register_load_state_dict_pre_hook(
-            _load_state_dict_pre_hook)
+        optimizer = wrapper.optimizer
+        # the default constructor hands the groups over inside a ConfigDict,
+        # which turns each into a ConfigDict: plain dicts again, as
+        # torch.compile (mmengine's ``compile=True``) can trace only those
+        # through the optimizer's step
+        optimizer.param_groups[:] = [dict(g) for g in optimizer.param_groups]
+        optimizer.register_load_state_dict_pre_hook(_load_state_dict_pre_hook)
         return wrapper

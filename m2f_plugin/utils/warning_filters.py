@@ -1,8 +1,9 @@
 """Silence known-harmless third-party messages, one exact message at a time.
 
-A first run of the demo or the tests printed warnings users cannot act on:
-deprecations inside mmengine, mmseg and setuptools, and notices about
-defaults of mmseg's own configs. They drown the ones that matter, so
+Without filters, a first run of the demo or the tests prints warnings users
+cannot act on: deprecations inside mmengine, mmseg and setuptools, and
+notices about defaults of mmseg's own configs. They drown the ones that
+matter, so
 :func:`install_warning_filters` (called when ``m2f_plugin`` is imported)
 hides exactly these, and nothing else:
 

@@ -183,3 +183,21 @@ def test_predict_names_images_with_non_finite_predictions():
     assert '/data/img_0.png' not in warnings[0]
     assert out.shape == clean.shape == (2, 5, 64, 64)
     assert torch.isfinite(out[0]).all() and not torch.isfinite(out[1]).all()
+
+
+@pytest.mark.parametrize('option, message', [
+    (dict(cuda_graph=True), r"cuda_graph moved .*type='M2FGraphedHead'"),
+    (dict(cuda_graph_train=True, max_graphs=2),
+     r"cuda_graph_train, max_graphs moved .*M2FGraphedHead"),
+    (dict(pixel_decoder=dict(type='M2FPixelDecoder', num_layers=2,
+                             num_heads=4, ffn_dims=64, num_groups=8,
+                             norm_split_stats=False)),
+     r'pixel_decoder.norm_split_stats is no longer an option; delete it'),
+    (dict(transformer_decoder=dict(type='M2FMaskedTransformerDecoder',
+                                   num_layers=3, num_heads=4, ffn_dims=64,
+                                   cross_attn_split_keys=True)),
+     r'transformer_decoder.cross_attn_split_keys is no longer an option'),
+])
+def test_old_options_fail_naming_what_to_use(option, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_head(**option)

@@ -31,6 +31,30 @@ _MOVED_OPTIONS = {
                         'cuda_graph_train=True',
 }
 
+# options that were removed: config key -> what to do instead
+_REMOVED_OPTIONS = {
+    ('pixel_decoder', 'norm_split_stats'):
+        'delete it (the pixel decoder uses nn.GroupNorm)',
+    ('transformer_decoder', 'cross_attn_split_keys'):
+        'delete it (the cross-attention runs one product over all keys)',
+}
+
+
+def _check_options(head: str, kwargs: dict, pixel_decoder: dict,
+                   transformer_decoder: dict) -> None:
+    """Fail on options that moved or were removed, naming what to use."""
+    moved = sorted(set(kwargs) & set(_MOVED_OPTIONS))
+    if moved:
+        raise ValueError(
+            f'{head}: {", ".join(moved)} moved to the accelerated head; use '
+            + '; '.join(_MOVED_OPTIONS[k] for k in moved))
+    parts = dict(pixel_decoder=pixel_decoder,
+                 transformer_decoder=transformer_decoder)
+    for (part, key), fix in _REMOVED_OPTIONS.items():
+        if key in parts[part]:
+            raise ValueError(f'{head}: {part}.{key} is no longer an option; '
+                             f'{fix}')
+
 
 @MODELS.register_module()
 class M2FHead(Mask2Former, BaseDecodeHead):
@@ -83,12 +107,8 @@ class M2FHead(Mask2Former, BaseDecodeHead):
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None,
                  **kwargs) -> None:
-        moved = sorted(set(kwargs) & set(_MOVED_OPTIONS))
-        if moved:
-            raise ValueError(
-                f'{type(self).__name__}: {", ".join(moved)} moved to the '
-                'accelerated head; use ' +
-                '; '.join(_MOVED_OPTIONS[k] for k in moved))
+        _check_options(type(self).__name__, kwargs, pixel_decoder,
+                       transformer_decoder)
         in_channels = list(in_channels)
         kwargs.setdefault('input_transform', 'multiple_select')
         kwargs.setdefault('in_index', list(range(len(in_channels))))
