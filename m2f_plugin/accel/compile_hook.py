@@ -2,10 +2,13 @@
 
 mmengine's ``compile`` option (``compile=True`` or a dict of
 ``torch.compile`` arguments in a config) compiles the runner's
-``train_step`` only. ``M2FCompileHook`` applies the same option to
-``val_step`` and ``test_step``, so ``compile=True`` covers training,
-validation and ``tools/test.py``. ``tools/train.py`` and ``tools/test.py``
-add it when the config sets ``compile``.
+``train_step`` only. ``M2FCompileHook`` applies the same option to the
+segmentor's ``inference`` (images -> per-class logits, whole or slide), which
+``val_step`` and ``test_step`` call, so ``compile=True`` covers training,
+validation and ``tools/test.py``. Not the whole ``val_step``: its result
+packing copies NumPy metadata, which ``torch.compile`` cannot trace.
+``tools/train.py`` and ``tools/test.py`` add the hook when the config sets
+``compile``.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Optional
 
 import torch
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 __all__ = ['M2FCompileHook', 'compile_options']
@@ -34,28 +38,34 @@ def compile_options(cfg) -> Optional[dict]:
 
 @HOOKS.register_module()
 class M2FCompileHook(Hook):
-    """Compile the model's ``val_step`` and ``test_step`` as mmengine
-    compiles ``train_step``, with the config's ``compile`` arguments."""
+    """Compile the segmentor's ``inference`` before validation or testing,
+    with the config's ``compile`` arguments (once)."""
 
     priority = 'VERY_HIGH'
 
-    def _compile(self, runner, target: str) -> None:
+    def _compile(self, runner) -> None:
         options = compile_options(runner.cfg)
-        model = runner.model
-        if options is None or getattr(model, f'_m2f_compiled_{target}',
-                                      False):
+        if options is None:
             return
-        setattr(model, target, torch.compile(getattr(model, target),
-                                             **options))
-        setattr(model, f'_m2f_compiled_{target}', True)
-        runner.logger.info(f'{target} compiled with torch.compile'
+        model = runner.model
+        if is_model_wrapper(model):
+            model = model.module
+        if 'inference' in vars(model):  # compiled already
+            return
+        if not hasattr(model, 'inference'):
+            runner.logger.warning(
+                f'M2FCompileHook: {type(model).__name__} has no inference() '
+                'to compile; validation and testing run eagerly')
+            return
+        model.inference = torch.compile(model.inference, **options)
+        runner.logger.info(f'inference compiled with torch.compile'
                            f'({options or ""}); the first iterations are '
                            'slow while it compiles')
 
     def before_val(self, runner) -> None:
-        """Compile ``val_step``."""
-        self._compile(runner, 'val_step')
+        """Compile before the first validation."""
+        self._compile(runner)
 
     def before_test(self, runner) -> None:
-        """Compile ``test_step``."""
-        self._compile(runner, 'test_step')
+        """Compile before testing."""
+        self._compile(runner)

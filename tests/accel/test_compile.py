@@ -121,7 +121,7 @@ def test_compile_option_trains_and_validates_as_eager(tmp_path):
     eager, _ = _train(tmp_path, 'eager', False, data_root)
     compiled, log = _train(tmp_path, 'compiled', True, data_root)
     assert 'Model has been "compiled"' in log
-    assert 'val_step compiled with torch.compile' in log
+    assert 'inference compiled with torch.compile' in log
     for it in range(2):
         with open(osp.join(eager, f'losses_rank0_iter{it}.json')) as f:
             ref = json.load(f)
