@@ -144,8 +144,12 @@ class _GraphCache:
     def run(self, key: Tuple, inputs: Sequence[Tensor],
             capture: Callable[[], object],
             replay: Callable[[object], Sequence[Tensor]],
-            eager: Callable[[], Sequence[Tensor]]) -> Sequence[Tensor]:
-        """Replay the graph of ``key`` (capturing it first if new)."""
+            eager: Callable[[], Sequence[Tensor]],
+            fallback: Optional[Callable[[str], Sequence[Tensor]]] = None
+            ) -> Sequence[Tensor]:
+        """Replay the graph of ``key`` (capturing it first if new). A failed
+        capture calls ``fallback(reason)`` if given, else turns the graphs
+        off (one warning) and runs ``eager``."""
         if self.disabled:
             return eager()
         entry = self.entries.get(key)
@@ -162,8 +166,10 @@ class _GraphCache:
             try:
                 entry = capture()
             except RuntimeError as err:  # e.g. a host sync inside
-                self.disabled = True
                 reason = str(err).splitlines()[0] if str(err) else repr(err)
+                if fallback is not None:
+                    return fallback(reason)
+                self.disabled = True
                 print_log(f'{self.name}: capture failed, running eagerly '
                           f'from now on: {reason}', logger='current',
                           level=logging.WARNING)
@@ -181,11 +187,12 @@ class GraphedInference(_GraphCache):
                  inputs: Sequence[Tensor]) -> Predictions:
         """Decode ``inputs`` (the head's maps) by replaying a graph."""
         device = inputs[0].device.type
-        params = next(module.parameters(), None)
+        # the decoders' modules, modes and parameters (the FlatDecoders
+        # wrapper itself is new per call)
         key = (tuple((t.shape, t.dtype, t.device) for t in inputs),
                _autocast_state(device), torch.is_inference_mode_enabled(),
-               module.training,
-               None if params is None else params.data_ptr())
+               module_state(module.pixel_decoder),
+               module_state(module.transformer_decoder))
         outs = self.run(key, inputs, lambda: self._capture(module, inputs),
                         lambda e: self._replay(e, inputs),
                         lambda: module(*inputs))
@@ -260,16 +267,23 @@ class GraphedTraining(_GraphCache):
                None if encoder is None else tuple(
                    None if m is None else module_state(m)
                    for m in (encoder.backbone, encoder.neck)))
-        failed = self.disabled
         outs = self.run(key, inputs, lambda: self._capture(module, inputs),
-                        lambda e: e[0](*inputs), lambda: module(*inputs))
-        if encoder is not None and self.disabled and not failed:
-            # the capture with the backbone failed: retry without it
-            self.disabled, self.encoder_disabled = False, True
-            print_log('cuda_graph_train: the backbone runs eagerly from now '
-                      'on; the decoders stay graphed', logger='current',
-                      level=logging.WARNING)
+                        lambda e: e[0](*inputs), lambda: module(*inputs),
+                        None if encoder is None else
+                        lambda reason: self._without_encoder(module, inputs,
+                                                             reason))
         return to_predictions(outs)
+
+    def _without_encoder(self, module: FlatDecoders, inputs: Sequence[Tensor],
+                         reason: str) -> Sequence[Tensor]:
+        """The capture with the backbone failed: this step runs eagerly,
+        later ones graph the decoders alone (one warning)."""
+        self.encoder_disabled = True
+        print_log('cuda_graph_train: capture with the backbone failed; the '
+                  'backbone runs eagerly from now on, the decoders stay '
+                  f'graphed: {reason}', logger='current',
+                  level=logging.WARNING)
+        return module(*inputs)
 
     @staticmethod
     def _capture(module: FlatDecoders, inputs: Sequence[Tensor]) -> Tuple:
@@ -283,7 +297,8 @@ class GraphedTraining(_GraphCache):
                 graphed = torch.cuda.make_graphed_callables(
                     module, sample, num_warmup_iters=3)
         finally:
-            torch.cuda.synchronize()  # the warm-up ran on a side stream
+            if inputs[0].is_cuda:  # the warm-up ran on a side stream
+                torch.cuda.synchronize()
             with torch.no_grad():
                 for buf, saved in buffers:
                     buf.copy_(saved)
