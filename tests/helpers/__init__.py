@@ -114,8 +114,12 @@ def tiny_head(num_classes: int = 5, **overrides) -> torch.nn.Module:
         matcher=dict(type='M2FHungarianMatcher', num_points=64),
         num_points=64)
     cfg.update(overrides)
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
-    return MODELS.build(cfg)
+
+    # whatever scope an earlier test's Runner left current
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return MODELS.build(cfg)
 
 
 def feats(batch: int = 2, h: int = 64, w: int = 64):

@@ -61,22 +61,12 @@ class M2FHead(Mask2Former, BaseDecodeHead):
     """Mask2Former decode head for semantic segmentation.
 
     Args:
-        in_channels: Backbone channels, fine to coarse (stride 4 first).
-        strides: Backbone strides, e.g. [4, 8, 16, 32].
-        num_classes: Classes K.
-        feat_channels: Channels of the pixel decoder and the queries.
-        out_channels: Channels of the mask features (mmseg's ``out_channels``
-            means classes, so it is not used for that here).
-        num_queries: Queries Q.
-        pixel_decoder: Config of the pixel decoder (``M2FPixelDecoder``).
-        transformer_decoder: Config of ``M2FMaskedTransformerDecoder``.
-        loss_cls: Config of the class loss (``M2FClassLoss``).
-        loss_mask: Config of the point BCE loss.
-        loss_dice: Config of the point Dice loss.
-        matcher: Config of the matcher (TASK_UTILS).
-        num_points: Points per matched mask in the mask losses.
-        oversample_ratio: Candidate points per point.
-        importance_sample_ratio: Share of points chosen by uncertainty.
+        in_channels, strides, num_classes, feat_channels, out_channels,
+        num_queries, pixel_decoder, transformer_decoder, loss_cls, loss_mask,
+        loss_dice, matcher, num_points, oversample_ratio,
+        importance_sample_ratio: The core's, see
+            ``Mask2Former.build_mask2former`` (mmseg's ``out_channels``
+            means classes elsewhere; here it is the mask features').
         predict_chunk: Upsampled-mask elements alive at once in
             ``predict`` (bounds its memory; see ``semantic_logits``).
         ignore_index: Unlabelled pixels' label.
