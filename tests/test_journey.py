@@ -132,9 +132,10 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
 
     After the step the weights agree too: AdamW's first update is about
     ``lr * sign(grad)`` per element, so an element whose averaged gradient
-    has the full batch's sign moves the same way in both runs. Ranks that
-    did not average their gradients would each follow half the batch and
-    disagree on a large share of the elements.
+    has the full batch's sign moves the same way in both runs (measured:
+    0.06% of the elements differ by more than lr). Ranks that did not
+    average their gradients would each follow half the batch: one process
+    on 2 of the 4 images differs on 1.7%. The bound, 0.5%, separates them.
     """
     common = {'model.backbone.norm_eval': True,
               # no random augmentation: ranks draw from their own streams
@@ -181,7 +182,7 @@ def test_ddp_two_processes_match_single_process(tmp_path, data_root):
             total += diff.numel()
     share = differ / total
     print(f'weights moved differently: {share:.4%} of {total} elements')
-    assert share < 0.02, share
+    assert share < 0.005, share
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path, data_root):
