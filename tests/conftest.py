@@ -19,10 +19,20 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True, scope='session')
-def mmseg_default_scope():
-    """Builders resolve bare type names (``PackSegInputs``) in mmseg."""
+def mmseg_modules():
+    """mmseg's modules registered once."""
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)
+
+
+@pytest.fixture(autouse=True)
+def mmseg_default_scope(mmseg_modules):
+    """Builders resolve bare type names (``PackSegInputs``, ``M2FHead``) in
+    mmseg in every test, whatever scope an earlier test's Runner left
+    current (a Runner makes its own scope current)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
 
 
 @pytest.fixture

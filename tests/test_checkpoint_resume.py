@@ -130,6 +130,7 @@ class _Evil:
         return (print, ('pwned',))
 
 
+@pytest.mark.filterwarnings('ignore:Detected pickle protocol 4:UserWarning')
 def test_weights_only_still_rejects_other_globals(tmp_path):
     path = tmp_path / 'evil.pth'
     with open(path, 'wb') as f:

@@ -1,6 +1,7 @@
 """Whole and slide inference at any size, and test-time augmentation."""
 from __future__ import annotations
 
+import pytest
 import torch
 from mmengine.config import ConfigDict
 from mmengine.dataset import pseudo_collate
@@ -65,6 +66,8 @@ def test_whole_predict_odd_size_through_data_preprocessor():
     assert result.pred_sem_seg.data.shape == (1, 100, 141)
 
 
+# mmseg's SegTTAModel packs (H, W) maps into PixelData, which warns
+@pytest.mark.filterwarnings('ignore:The shape of value will convert')
 @torch.no_grad()
 def test_tta_multiscale_flip(tmp_path):
     from mmseg.utils import register_all_modules
@@ -106,6 +109,8 @@ def _views(tmp_path, transforms):
     return pseudo_collate([ds[0], ds[1]])
 
 
+# mmseg's SegTTAModel packs (H, W) maps into PixelData, which warns
+@pytest.mark.filterwarnings('ignore:The shape of value will convert')
 @torch.no_grad()
 def test_tta_merges_the_views_as_mmseg_defines(tmp_path):
     """One scale without flip equals ``predict``; with a flip, the result is

@@ -210,8 +210,8 @@ def bench_train(model, batch: int, size, num_classes: int, device: str,
             losses = model.loss(imgs, samples)
         loss = sum(v for k, v in losses.items() if 'loss' in k)
         if not first:
-            first.update({k: float(v) for k, v in losses.items()})
-            first['loss'] = float(loss)
+            first.update({k: float(v.detach()) for k, v in losses.items()})
+            first['loss'] = float(loss.detach())
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)

@@ -143,6 +143,9 @@ def test_failed_backbone_capture_warns_once(monkeypatch, warnings_logged):
     assert 'decoders stay graphed' in warnings_logged[0]
 
 
+# the auxiliary head is mmseg's FCNHead with mmseg's CrossEntropyLoss
+@pytest.mark.filterwarnings('ignore:``build_loss`` would be deprecated')
+@pytest.mark.filterwarnings('ignore:Default ``avg_non_ignore`` is False')
 def test_auxiliary_head_or_switch_off_keep_encoder_decoder_loss(
         stand_in, monkeypatch):
     """With an auxiliary head (it needs the backbone's maps) or with

@@ -97,21 +97,32 @@ class M2FHungarianMatcher:
         costs = self.costs(predictions, targets)
         # never hand scipy a non-finite matrix ("cost matrix is infeasible")
         costs = costs.nan_to_num_(nan=1e8, posinf=1e8, neginf=-1e8)
-        costs = costs.cpu().numpy()  # the one device -> host transfer
-        per_set = []
-        for s in range(num_sets):
-            b_idx, q_idx, g_idx = [], [], []
-            for b, n in enumerate(targets.num_gts):
-                if n == 0:
-                    continue
-                rows, cols = linear_sum_assignment(costs[s, b, :, :n])
-                b_idx.append(np.full(len(rows), b))
-                q_idx.append(rows)
-                g_idx.append(cols)
-            per_set.append(np.stack([np.concatenate(b_idx),
-                                     np.concatenate(q_idx),
-                                     np.concatenate(g_idx)]))
-        # every set matches every target once: (S, 3, M), one host -> device
-        idx = torch.from_numpy(np.stack(per_set).astype(np.int64)).to(
-            device, non_blocking=True)
+        idx = _assign(costs, targets.num_gts)  # (S, 3, M)
         return [(i[0], i[1], i[2]) for i in idx.unbind(0)]
+
+
+@torch.compiler.disable
+def _assign(costs: Tensor, num_gts: List[int]) -> Tensor:
+    """Hungarian assignment of every set and image on the host.
+
+    One device -> host transfer of the (S, B, Q, G) costs, one host ->
+    device transfer of the (S, 3, M) indices (every set matches every
+    target once). Outside ``torch.compile``'s graphs: scipy runs on NumPy.
+    """
+    device = costs.device
+    host = costs.cpu().numpy()
+    per_set = []
+    for s in range(host.shape[0]):
+        b_idx, q_idx, g_idx = [], [], []
+        for b, n in enumerate(num_gts):
+            if n == 0:
+                continue
+            rows, cols = linear_sum_assignment(host[s, b, :, :n])
+            b_idx.append(np.full(len(rows), b))
+            q_idx.append(rows)
+            g_idx.append(cols)
+        per_set.append(np.stack([np.concatenate(b_idx),
+                                 np.concatenate(q_idx),
+                                 np.concatenate(g_idx)]))
+    return torch.from_numpy(np.stack(per_set).astype(np.int64)).to(
+        device, non_blocking=True)
