@@ -187,7 +187,7 @@ class M2FHead(Mask2Former, BaseDecodeHead):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
-        """Load mmseg/mmdet built-in Mask2Former checkpoints directly.
+        """Load checkpoints of mmseg's built-in Mask2Former directly.
 
         Keys in the built-in layout are renamed to ours on the fly (the same
         rules as ``m2f_plugin.converters``), with one log line.
