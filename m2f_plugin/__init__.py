@@ -2,7 +2,7 @@
 
 Importing the package (or ``custom_imports=dict(imports=['m2f_plugin'])``)
 checks the OpenMMLab stack, makes mmengine's checkpoints load on torch >= 2.6,
-and registers every module in mmseg's registries.
+and registers every module in mmseg's registries and in mmdet's.
 """
 # first, so that nothing imported below prints a known-harmless warning
 from .utils.warning_filters import install_warning_filters
@@ -19,6 +19,9 @@ allow_mmengine_checkpoints()
 
 from . import datasets, engine, models  # noqa: E402,F401  (registers)
 from .accel import compile_hook, graphed_head, graphed_segmentor  # noqa: E402,F401
+from .registry import register_in_mmdet  # noqa: E402
+
+register_in_mmdet()  # the same classes under mmdet's scope
 from .version import __version__  # noqa: E402
 
 __all__ = ['__version__']

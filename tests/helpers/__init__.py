@@ -101,18 +101,21 @@ def use_fixed_points(model: torch.nn.Module) -> None:
     assert found, 'no set criterion in the model'
 
 
+# a small M2FHead: 32 channels, 8 queries, 2+3 layers, 64 points, 5 classes
+TINY_HEAD_CFG = dict(
+    type='M2FHead', in_channels=[8, 16, 24, 32], strides=[4, 8, 16, 32],
+    feat_channels=32, out_channels=32, num_classes=5, num_queries=8,
+    pixel_decoder=dict(type='M2FPixelDecoder', num_layers=2, num_heads=4,
+                       ffn_dims=64, num_groups=8),
+    transformer_decoder=dict(type='M2FMaskedTransformerDecoder',
+                             num_layers=3, num_heads=4, ffn_dims=64),
+    matcher=dict(type='M2FHungarianMatcher', num_points=64),
+    num_points=64)
+
+
 def tiny_head(num_classes: int = 5, **overrides) -> torch.nn.Module:
-    """A small M2FHead (32 channels, 8 queries, 2+3 layers, 64 points)."""
-    cfg = dict(
-        type='M2FHead', in_channels=[8, 16, 24, 32], strides=[4, 8, 16, 32],
-        feat_channels=32, out_channels=32, num_classes=num_classes,
-        num_queries=8,
-        pixel_decoder=dict(type='M2FPixelDecoder', num_layers=2, num_heads=4,
-                           ffn_dims=64, num_groups=8),
-        transformer_decoder=dict(type='M2FMaskedTransformerDecoder',
-                                 num_layers=3, num_heads=4, ffn_dims=64),
-        matcher=dict(type='M2FHungarianMatcher', num_points=64),
-        num_points=64)
+    """``TINY_HEAD_CFG`` built, with ``num_classes`` and overrides."""
+    cfg = dict(TINY_HEAD_CFG, num_classes=num_classes)
     cfg.update(overrides)
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
