@@ -104,6 +104,36 @@ def test_checkpoint_needs_exactly_the_allow_listed_globals(trained):
     assert unsafe <= allowed, unsafe - allowed
 
 
+FIXTURES = osp.join(osp.dirname(osp.abspath(__file__)), 'fixtures')
+
+
+@pytest.mark.parametrize('numpy_major', [1, 2])
+def test_checkpoints_written_under_either_numpy_load(numpy_major):
+    """A checkpoint written under NumPy 1 (``numpy.core`` in its pickle) and
+    one written under NumPy 2 (``numpy._core``) load with
+    ``weights_only=True`` whichever NumPy is installed, and need nothing
+    beyond the allow-list (tests/fixtures/README.md)."""
+    path = osp.join(FIXTURES, f'mmengine_numpy{numpy_major}.ckpt')
+    package = 'numpy._core' if numpy_major == 2 else 'numpy.core'
+    torch.serialization.clear_safe_globals()
+    try:
+        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(
+            path))
+    finally:
+        allow_mmengine_checkpoints()
+    assert f'{package}.multiarray._reconstruct' in unsafe  # the premise
+    allowed = {g[1] if isinstance(g, tuple) else
+               f'{g.__module__}.{g.__qualname__}'
+               for g in mmengine_checkpoint_globals()}
+    assert unsafe <= allowed, unsafe - allowed
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    assert ckpt['meta']['seed'] == 42
+    assert ckpt['meta']['hist'].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert ckpt['meta']['m2f_random_state']['numpy'][0] == 'MT19937'
+    assert ckpt['message_hub']['log_scalars']['train/loss'].mean() == \
+        pytest.approx(1.4)
+
+
 def test_without_plugin_torch_refuses_the_checkpoint(trained):
     """The failure users hit, reproduced in a clean interpreter."""
     _, _, ckpt = trained

@@ -49,10 +49,15 @@ def mmengine_checkpoint_globals() -> List[object]:
         multiarray = importlib.import_module('numpy._core.multiarray')
     else:
         multiarray = importlib.import_module('numpy.core.multiarray')
-    globals_: List[object] = [
-        HistoryBuffer,
-        multiarray._reconstruct,  # how a pickled ndarray is rebuilt
-        multiarray.scalar,  # how a pickled NumPy scalar is rebuilt
+    globals_: List[object] = [HistoryBuffer]
+    # how a pickled ndarray / NumPy scalar is rebuilt, under both names: a
+    # checkpoint written under NumPy 2 names numpy._core.multiarray, one
+    # written under NumPy 1 numpy.core.multiarray, whichever NumPy loads it
+    for package in ('numpy._core', 'numpy.core'):
+        globals_ += [(multiarray._reconstruct,
+                      f'{package}.multiarray._reconstruct'),
+                     (multiarray.scalar, f'{package}.multiarray.scalar')]
+    globals_ += [
         np.ndarray,
         np.dtype,
         (history_buffer_getattr, 'builtins.getattr'),
