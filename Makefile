@@ -1,4 +1,6 @@
-# The two README commands. Both set up .venv first (idempotent).
+# The two README commands. Both set up the stack's venv first (idempotent).
+# STACK=openmmlab (default, .venv) or STACK=onedl (.venv-onedl), e.g.
+#   make test STACK=onedl
 .PHONY: setup demo test lint
 setup:
 	bash scripts/setup_env.sh
@@ -7,4 +9,4 @@ demo:
 test:
 	bash scripts/test.sh
 lint: setup
-	.venv/bin/python -m ruff check m2f_plugin tests tools configs projects_ops
+	bash -c 'source scripts/stack.sh && "$$PY" -m ruff check m2f_plugin tests tools configs projects_ops'

@@ -11,6 +11,10 @@ import shutil
 import sys
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# runs m2f_plugin_config_names.install() at interpreter start-up (see there)
+STARTUP_PTH = 'm2f_plugin-config-names.pth'
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -56,25 +60,42 @@ def add_mim_extension():
             shutil.copytree(src, dst)
 
 
+class BuildPyWithStartup(build_py):
+    """Also put the start-up ``.pth`` file at the top of the wheel, so it is
+    installed into site-packages next to the packages."""
+
+    def run(self):
+        super().run()
+        self.copy_file(osp.join(HERE, STARTUP_PTH),
+                       osp.join(self.build_lib, STARTUP_PTH))
+
+    def get_outputs(self, *args, **kwargs):
+        return super().get_outputs(*args, **kwargs) + [
+            osp.join(self.build_lib, STARTUP_PTH)]
+
+
 if __name__ == '__main__':
     add_mim_extension()
     setup(
         name='m2f_plugin',
         version=get_version(),
         description='Mask2Former (masked-attention mask transformer) as a '
-        'plugin for MMSegmentation 1.x',
+        'plugin for MMSegmentation 1.x and MMDetection 3.x',
         long_description=open(osp.join(HERE, 'README.md')).read(),
         long_description_content_type='text/markdown',
         license='Apache-2.0',
         python_requires='>=3.9',
         packages=find_packages(exclude=('tests', 'tests.*', 'configs',
                                         'tools')),  # projects_ops ships too
+        py_modules=['m2f_plugin_config_names'],
+        cmdclass={'build_py': BuildPyWithStartup},
         include_package_data=True,
         package_data={'m2f_plugin': ['.mim/configs/**/*.py',
                                      '.mim/tools/*.py']},
         install_requires=read_requirements('runtime.txt'),
         extras_require={
             'mim': read_requirements('mminstall.txt'),
+            'panoptic': read_requirements('panoptic.txt'),
             'tests': read_requirements('tests.txt'),
         },
         zip_safe=False,

@@ -9,6 +9,11 @@ from .utils.warning_filters import install_warning_filters
 
 install_warning_filters()
 
+import m2f_plugin_config_names  # noqa: E402
+
+# mmseg::/mmdet:: configs resolve under either toolbox family
+m2f_plugin_config_names.install()
+
 from .utils.version_check import check_openmmlab_stack  # noqa: E402
 
 check_openmmlab_stack()
@@ -16,6 +21,10 @@ check_openmmlab_stack()
 from .utils.checkpoint_compat import allow_mmengine_checkpoints  # noqa: E402
 
 allow_mmengine_checkpoints()
+
+from .utils.pretrained_urls import follow_installed_family  # noqa: E402
+
+follow_installed_family()  # OpenMMLab-hosted weights from the installed family
 
 from . import datasets, engine, models  # noqa: E402,F401  (registers)
 from .accel import compile_hook, graphed_head, graphed_segmentor  # noqa: E402,F401

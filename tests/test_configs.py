@@ -19,6 +19,7 @@ from mmseg.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from m2f_plugin.utils.pretrained_urls import HOSTS, family_url, installed_family
 from tests.helpers import CONFIGS, make_label_maps, mmseg_config_path, seg_data_samples
 
 ALL_CONFIGS = sorted(
@@ -74,6 +75,19 @@ def _strip_scope(obj: Any) -> Any:
         return {k: _strip_scope(v) for k, v in obj.items() if k != '_scope_'}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_strip_scope(v) for v in obj)
+    return obj
+
+
+def _on_family_host(obj: Any) -> Any:
+    """Weight URLs as the installed toolbox family serves them (its configs
+    name its own host; ours name the OpenMMLab one and are fetched from the
+    installed family's, see ``m2f_plugin.utils.pretrained_urls``)."""
+    if isinstance(obj, str):
+        return family_url(obj)
+    if isinstance(obj, dict):
+        return {k: _on_family_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_family_host(v) for v in obj)
     return obj
 
 
@@ -216,7 +230,7 @@ def test_same_settings_as_mmseg_builtin(path):
     """Everything but the head, custom_imports and the (extended) evaluators
     equals mmseg's own config of the same name: backbone, data preprocessor,
     pipelines, dataloaders, optimizer, schedule, loops, hooks, runtime."""
-    ours = _flat(_strip_scope(Config.fromfile(path).to_dict()))
+    ours = _flat(_on_family_host(_strip_scope(Config.fromfile(path).to_dict())))
     ref = _flat(_strip_scope(
         Config.fromfile(osp.join(MMSEG_M2F, osp.basename(path))).to_dict()))
     skip = ('model.decode_head', 'custom_imports', 'val_evaluator',
@@ -305,11 +319,12 @@ def test_mit_backbones_are_mmsegs_segformer_backbones():
     segformer config's."""
     for ours, ref in ((MIT_B0, 'segformer_mit-b0_8xb2-160k_ade20k-512x512.py'),
                       (MIT_B5, 'segformer_mit-b5_8xb2-160k_ade20k-512x512.py')):
-        a = _strip_scope(Config.fromfile(osp.join(CONFIGS, ours)).to_dict())
+        a = _on_family_host(_strip_scope(
+            Config.fromfile(osp.join(CONFIGS, ours)).to_dict()))
         b = Config.fromfile(mmseg_config_path(f'segformer/{ref}')).to_dict()
         assert a['model']['backbone'] == b['model']['backbone']
         assert a['model']['backbone']['init_cfg']['checkpoint'].startswith(
-            'https://download.openmmlab.com/')
+            HOSTS[installed_family()])
         assert a['model']['decode_head']['in_channels'] == \
             b['model']['decode_head']['in_channels']
 
@@ -317,7 +332,7 @@ def test_mit_backbones_are_mmsegs_segformer_backbones():
 def test_vit_backbone_follows_mmseg_segmenter_and_mln():
     """ViT-B/16: segmenter's backbone settings, checkpoint URL and input
     normalisation; the MultiLevelNeck of mmseg's vit-b16 mln configs."""
-    ours = Config.fromfile(osp.join(CONFIGS, VIT_B)).to_dict()
+    ours = _on_family_host(Config.fromfile(osp.join(CONFIGS, VIT_B)).to_dict())
     seg = Config.fromfile(mmseg_config_path(
         'segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512.py')).to_dict()
     mln = Config.fromfile(mmseg_config_path(

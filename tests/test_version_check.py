@@ -56,3 +56,29 @@ def test_mmcv_without_compiled_ops_rejected():
 
 def test_installed_stack_passes_for_real():
     check_openmmlab_stack()
+
+
+@pytest.mark.parametrize('odd', ['mmcv', 'mmseg'])
+def test_mixed_families_refused_with_both_setup_commands(odd):
+    onedl = {'mmengine': ('onedl-mmengine', '0.10.12'),
+             'mmcv': ('onedl-mmcv', '2.3.6'),
+             'mmseg': ('onedl-mmsegmentation', '1.4.2'),
+             'mmdet': ('onedl-mmdetection', '3.5.1')}
+    onedl[odd] = _versions()(SUPPORTED[odd])  # one from the OpenMMLab family
+    with pytest.raises(ImportError) as err:
+        check_openmmlab_stack(_versions(**onedl), lambda: True)
+    msg = str(err.value)
+    assert 'mix of toolbox families' in msg
+    assert f'{onedl[odd][0]} {onedl[odd][1]} (OpenMMLab)' in msg
+    assert 'onedl-mmengine 0.10.12 (OneDL)' in msg
+    assert '`bash scripts/setup_env.sh`' in msg
+    assert '`STACK=onedl bash scripts/setup_env.sh`' in msg
+
+
+def test_fix_hint_follows_the_family_of_the_package():
+    with pytest.raises(ImportError, match='onedl-mmcv==2.3.6'):
+        check_openmmlab_stack(
+            _versions(mmengine=('onedl-mmengine', '0.10.12'),
+                      mmcv=('onedl-mmcv', '2.4.1'),
+                      mmseg=('onedl-mmsegmentation', '1.4.2'),
+                      mmdet=('onedl-mmdetection', '3.5.1')), lambda: True)

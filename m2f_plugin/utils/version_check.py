@@ -29,7 +29,8 @@ class Requirement:
     dists: Tuple[str, ...]  # distribution names that provide the module
     minimum: str
     maximum: str  # exclusive
-    pin: str  # what the reproducible path installs
+    pin: str  # what the reproducible path installs (OpenMMLab family)
+    onedl_pin: str  # the same for the OneDL family
 
     def describe(self) -> str:
         return f'>={self.minimum},<{self.maximum}'
@@ -37,14 +38,26 @@ class Requirement:
 
 SUPPORTED: Dict[str, Requirement] = {
     'mmengine': Requirement('mmengine', ('mmengine', 'onedl-mmengine'), '0.10.0',
-                            '0.11.0', 'mmengine==0.10.7'),
+                            '0.11.0', 'mmengine==0.10.7', 'onedl-mmengine==0.10.12'),
     'mmcv': Requirement('mmcv', ('mmcv', 'onedl-mmcv', 'mmcv-lite'), '2.0.0',
-                        '2.4.0', 'mmcv==2.1.0'),
+                        '2.4.0', 'mmcv==2.1.0', 'onedl-mmcv==2.3.6'),
     'mmseg': Requirement('mmseg', ('mmsegmentation', 'onedl-mmsegmentation'),
-                         '1.2.0', '1.5.0', 'mmsegmentation==1.2.2'),
+                         '1.2.0', '1.5.0', 'mmsegmentation==1.2.2',
+                         'onedl-mmsegmentation==1.4.2'),
     'mmdet': Requirement('mmdet', ('mmdet', 'onedl-mmdetection', 'onedl-mmdet'),
-                         '3.2.0', '3.6.0', 'mmdet==3.3.0'),
+                         '3.2.0', '3.6.0', 'mmdet==3.3.0',
+                         'onedl-mmdetection==3.5.1'),
 }
+
+
+FAMILY_NAMES = {'openmmlab': 'OpenMMLab', 'onedl': 'OneDL'}
+SETUP_COMMANDS = {'openmmlab': 'bash scripts/setup_env.sh',
+                  'onedl': 'STACK=onedl bash scripts/setup_env.sh'}
+
+
+def family_of(dist: str) -> str:
+    """``'onedl'`` for the OneDL forks' distributions, else ``'openmmlab'``."""
+    return 'onedl' if dist.startswith('onedl-') else 'openmmlab'
 
 
 def installed_version(req: Requirement) -> Tuple[Optional[str], Optional[str]]:
@@ -76,10 +89,12 @@ def check_openmmlab_stack(
             (injectable for tests).
         mmcv_has_ops: Tells whether mmcv's compiled ops import (injectable).
     """
+    providers = {}
     for req in SUPPORTED.values():
         dist, found = version_of(req)
         where = f'{dist} {found}' if dist else 'not installed'
-        fix = FIX_HINT.format(pin=req.pin)
+        onedl = dist is not None and family_of(dist) == 'onedl'
+        fix = FIX_HINT.format(pin=req.onedl_pin if onedl else req.pin)
         if dist is None:
             raise ImportError(
                 f'm2f_plugin needs {req.module} {req.describe()} '
@@ -94,9 +109,28 @@ def check_openmmlab_stack(
             raise ImportError(
                 f'm2f_plugin supports {req.module} {req.describe()}, but found '
                 f'{where}. Fix: {fix}')
+        providers[req.module] = (dist, found)
+    _refuse_mixed_families(providers)
     if not mmcv_has_ops():
         raise ImportError(
             'm2f_plugin needs mmcv with compiled ops (mmcv._ext), but mmcv '
             'imports without them (an mmcv-lite or a failed build). Fix: '
             'pip uninstall -y mmcv && MAX_JOBS=2 pip install '
             '--no-build-isolation mmcv==2.1.0')
+
+
+def _refuse_mixed_families(providers: Dict[str, Tuple[str, str]]) -> None:
+    """One family for all four packages: the forks' compiled ops, version
+    asserts and registries are built against each other, not across."""
+    families = {family_of(dist) for dist, _ in providers.values()}
+    if len(families) < 2:
+        return
+    found = ', '.join(f'{dist} {version} ({FAMILY_NAMES[family_of(dist)]})'
+                      for dist, version in providers.values())
+    fixes = ' or '.join(f'`{SETUP_COMMANDS[f]}` ({FAMILY_NAMES[f]})'
+                        for f in sorted(families))
+    raise ImportError(
+        f'm2f_plugin found a mix of toolbox families: {found}. Install all '
+        f'four from one family: {fixes} from the m2f_plugin checkout, or '
+        f'replace the odd ones in your environment '
+        f'(pip uninstall the package, then install its counterpart).')

@@ -1,0 +1,92 @@
+"""Either toolbox family: configs resolve ``mmseg::``/``mmdet::`` and weight
+URLs follow the installed family (OpenMMLab releases or the OneDL forks)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import m2f_plugin_config_names as names
+import pytest
+from mmengine.runner import CheckpointLoader
+
+from m2f_plugin.utils import pretrained_urls
+from m2f_plugin.utils.pretrained_urls import HOSTS, family_url, installed_family
+from tests.helpers import DEMO_CONFIG, REPO
+
+ZOO = 'mmsegmentation/v0.5/pretrain/swin/swin_tiny_patch4_window7_224_20220317-1cdeb081.pth'
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_prefix_points_at_the_installed_distribution_of_its_family():
+    families = {'mmseg': ('no-such-dist-m2f', 'mmsegmentation'),
+                'mmdet': ('mmdet', 'no-such-dist-m2f'),
+                'mmfoo': ('no-such-dist-a', 'no-such-dist-b')}
+    mapping = {'mmseg': 'no-such-dist-m2f', 'mmdet': 'mmdet',
+               'mmfoo': 'no-such-dist-a', 'mmcls': 'mmcls'}
+    changed = names.point_at_installed(mapping, families)
+    assert changed == {'mmseg': 'mmsegmentation'}
+    # installed stays, nothing installed stays, unknown prefixes untouched
+    assert mapping == {'mmseg': 'mmsegmentation', 'mmdet': 'mmdet',
+                       'mmfoo': 'no-such-dist-a', 'mmcls': 'mmcls'}
+
+
+def test_mapping_fixed_when_mmengine_config_loads():
+    """The import hook fixes mmengine's mapping as its config utilities load
+    (simulated: the original distribution reported missing)."""
+    out = _run("""
+        import sys
+        import m2f_plugin_config_names as names
+        names._installed = lambda d: d == 'onedl-mmsegmentation'
+        names.install()
+        assert 'mmengine.config.utils' not in sys.modules
+        import mmengine.config.utils as u
+        print(u.MODULE2PACKAGE['mmseg'], u.MODULE2PACKAGE['mmdet'])
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ['onedl-mmsegmentation', 'mmdet']
+
+
+def test_configs_load_in_a_script_that_never_imports_the_plugin():
+    """``mmseg::`` bases resolve before anything imports m2f_plugin (the
+    installed start-up file does it on either family); the config's
+    custom_imports then bring in the plugin, and the inferencer runs."""
+    out = _run(f"""
+        import sys
+        from mmengine.config import Config
+        cfg = Config.fromfile({DEMO_CONFIG!r}, import_custom_modules=False)
+        assert 'm2f_plugin' not in sys.modules
+        assert cfg.model.decode_head.type == 'M2FHead'
+        import numpy as np
+        from mmseg.apis import MMSegInferencer
+        inferencer = MMSegInferencer(model={DEMO_CONFIG!r}, device='cpu')
+        result = inferencer(np.zeros((64, 64, 3), np.uint8))
+        print('shape', tuple(result['predictions'].shape))
+    """)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'shape (64, 64)' in out.stdout
+
+
+@pytest.mark.parametrize('family', sorted(HOSTS))
+def test_family_url_moves_only_zoo_urls(family):
+    for host in HOSTS.values():
+        assert family_url(host + ZOO, family) == HOSTS[family] + ZOO
+    for other in ('torchvision://resnet50', '/data/swin.pth',
+                  'https://github.com/x/y/releases/download/v1/w.pth'):
+        assert family_url(other, family) == other
+
+
+def test_downloads_follow_the_installed_family(monkeypatch):
+    loader = CheckpointLoader._get_checkpoint_loader(HOSTS['openmmlab'] + ZOO)
+    if installed_family() == 'onedl':
+        fetched = []
+        monkeypatch.setattr(pretrained_urls, 'load_from_http',
+                            lambda url, map_location=None: fetched.append(url))
+        loader(HOSTS['openmmlab'] + ZOO)
+        assert fetched == [HOSTS['onedl'] + ZOO]
+    else:  # OpenMMLab family: mmengine's own http loader, untouched
+        assert loader.__name__ == 'load_from_http'
