@@ -6,13 +6,13 @@ Mask2Former compute it, made one band of output rows at a time so that the
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['semantic_logits']
+__all__ = ['semantic_labels', 'semantic_logits']
 
 
 def _resize_grid(size: int, align_corners: bool, device: torch.device
@@ -84,3 +84,41 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
     return out.view(batch, num_classes, height, width)
 
 
+
+
+def semantic_labels(cls_logits: Tensor, mask_logits: Tensor,
+                    size: Tuple[int, int], valid: Optional[Dict[str, float]] = None,
+                    chunk: int = 1 << 24) -> Tensor:
+    """Per-pixel class ``argmax_k sum_q softmax(cls)[q, k] sigmoid(up(mask_q))``
+    of one image, a band of output rows at a time.
+
+    Args:
+        cls_logits: (Q, K + 1); the last class ("no object") is dropped.
+        mask_logits: (Q, h, w).
+        size: Output (H, W).
+        valid: ``dict(rows=, cols=)``: the share of the mask map that covers
+            the image (the rest is batch padding); default all of it.
+        chunk: Upsampled-mask (and class-score) elements alive at once.
+
+    Returns:
+        (H, W) long.
+    """
+    probs = cls_logits.float().softmax(-1)[:, :-1].t().contiguous()  # (K, Q)
+    masks = mask_logits.float()[None]  # (1, Q, h, w)
+    height, width = size
+    valid = valid or {}
+    device = masks.device
+    # a resize of the valid part only: scale the [-1, 1] source grid
+    gx = (_resize_grid(width, False, device) + 1) * valid.get('cols', 1.0) - 1
+    gy = (_resize_grid(height, False, device) + 1) * valid.get('rows', 1.0) - 1
+    rows = max(1, chunk // max(1, max(probs.shape) * width))
+    out = torch.empty(height, width, dtype=torch.long, device=device)
+    for top in range(0, height, rows):
+        band = gy[top:top + rows]
+        grid = torch.stack(torch.broadcast_tensors(gx[None, :], band[:, None]),
+                           -1)[None]  # (1, rows, W, 2) as (x, y)
+        up = F.grid_sample(masks, grid, mode='bilinear', padding_mode='border',
+                           align_corners=False).sigmoid_()[0]  # (Q, rows, W)
+        out[top:top + len(band)] = (probs @ up.flatten(1)).argmax(0).view(
+            len(band), width)
+    return out

@@ -1,0 +1,168 @@
+"""M2FFusionHead gives mmdet's MaskFormerFusionHead results from low-resolution
+masks, upsampling only the queries it keeps."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.models.seg_heads.panoptic_fusion_heads import MaskFormerFusionHead
+from mmdet.structures import DetDataSample
+
+from m2f_plugin.models.heads.fusion_head import M2FFusionHead
+from tests.helpers import REPO
+
+THINGS, STUFF = 5, 3
+K = THINGS + STUFF
+
+
+def _inputs(batch=2, queries=12, low=(20, 24), seed=0):
+    """Class logits with confident things, stuff and "no object" queries;
+    mask logits where each query owns one cell of a jittered 3 x 4 grid."""
+    g = torch.Generator().manual_seed(seed)
+    cls = torch.randn(batch, queries, K + 1, generator=g)
+    for b in range(batch):
+        for q in range(queries):
+            cls[b, q, (q * 3 + b) % (K + 1)] += 6.0 if q % 4 else 1.0
+    h, w = low
+    ys = torch.arange(h)[:, None] + torch.randn(h, w, generator=g)
+    xs = torch.arange(w)[None, :] + torch.randn(h, w, generator=g)
+    cell = (ys * 3 / h).long().clamp(0, 2) * 4 + (xs * 4 / w).long().clamp(0, 3)
+    owner = torch.stack([(cell + b) % queries for b in range(batch)])
+    masks = torch.where(owner[:, None] == torch.arange(queries)[None, :, None, None],
+                        4.0, -4.0) + torch.randn(batch, queries, h, w, generator=g)
+    return cls, masks
+
+
+def _samples(batch, pad=(80, 96), img=(76, 90), ori=(150, 181)):
+    out = []
+    for _ in range(batch):
+        s = DetDataSample()
+        s.set_metainfo(dict(batch_input_shape=pad, img_shape=img,
+                            ori_shape=ori, pad_shape=pad))
+        out.append(s)
+    return out
+
+
+def _heads(**test_cfg):
+    cfg = dict(panoptic_on=True, instance_on=True, semantic_on=False,
+               object_mask_thr=0.5, iou_thr=0.5, max_per_image=30,
+               filter_low_score=True)
+    cfg.update(test_cfg)
+    kw = dict(num_things_classes=THINGS, num_stuff_classes=STUFF, test_cfg=cfg)
+    return MaskFormerFusionHead(**kw), M2FFusionHead(masks_per_step=3, **kw)
+
+
+@pytest.mark.parametrize('rescale', [True, False])
+def test_same_results_as_mmdet_from_low_resolution_masks(rescale):
+    cls, masks = _inputs()
+    samples = _samples(2)
+    theirs, ours = _heads()
+    pad = samples[0].metainfo['batch_input_shape']
+    full = F.interpolate(masks, size=pad, mode='bilinear', align_corners=False)
+    ref = theirs.predict(cls, full, samples, rescale=rescale)
+    got = ours.predict(cls, masks, samples, rescale=rescale)
+    for r, o in zip(ref, got):
+        pan_r, pan_o = r['pan_results'].sem_seg, o['pan_results'].sem_seg
+        assert pan_r.shape == pan_o.shape
+        assert (pan_r != pan_o).float().mean() < 1e-3  # float ties only
+        assert len(pan_r.unique()) > 2  # several segments: a real check
+        ins_r, ins_o = r['ins_results'], o['ins_results']
+        assert len(ins_r) == len(ins_o) > 0
+        assert torch.equal(ins_r.labels, ins_o.labels)
+        torch.testing.assert_close(ins_o.scores, ins_r.scores, rtol=1e-5,
+                                   atol=1e-6)
+        assert (ins_r.masks != ins_o.masks).float().mean() < 1e-4
+        torch.testing.assert_close(ins_o.bboxes, ins_r.bboxes)
+
+
+def test_full_size_masks_accepted_too():
+    cls, masks = _inputs(seed=1)
+    samples = _samples(2)
+    theirs, ours = _heads()
+    full = F.interpolate(masks, size=(80, 96), mode='bilinear',
+                         align_corners=False)
+    ref = theirs.predict(cls, full, samples, rescale=True)
+    got = ours.predict(cls, full, samples, rescale=True)
+    assert torch.equal(ref[0]['pan_results'].sem_seg,
+                       got[0]['pan_results'].sem_seg)
+
+
+def test_nothing_kept_gives_void_and_no_instances():
+    cls, masks = _inputs()
+    cls[..., :-1] = -20.0  # every query says "no object"
+    theirs, ours = _heads(max_per_image=10)
+    got = ours.predict(cls, masks, _samples(2), rescale=True)
+    assert (got[0]['pan_results'].sem_seg == K).all()
+    # top-k still returns max_per_image (query, class) pairs, as mmdet's
+    assert len(got[0]['ins_results']) <= 10
+
+
+def test_semantic_map_on_the_sample():
+    cls, masks = _inputs()
+    samples = _samples(2)
+    _, ours = _heads(semantic_on=True, panoptic_on=False, instance_on=False)
+    ours.predict(cls, masks, samples, rescale=True)
+    sem = samples[0].pred_sem_seg.data
+    assert sem.shape == (1, 150, 181) and sem.dtype == torch.long
+    # the argmax of sum_q p(k|q) sigmoid(mask_q), at the valid region
+    probs = cls[0].softmax(-1)[:, :-1]
+    full = F.interpolate(masks[:1], size=(80, 96), mode='bilinear',
+                         align_corners=False)[:, :, :76, :90]
+    full = F.interpolate(full, size=(150, 181), mode='bilinear',
+                         align_corners=False)[0].sigmoid()
+    ref = torch.einsum('qk,qhw->khw', probs, full).argmax(0)
+    assert (ref == sem[0]).float().mean() > 0.97  # one resize vs two
+
+
+def test_max_per_image_larger_than_pairs_is_a_clear_error():
+    cls, masks = _inputs(queries=3)
+    _, ours = _heads(max_per_image=100)
+    with pytest.raises(ValueError, match=r'max_per_image=100 .* 3 x 8 = 24'):
+        ours.predict(cls, masks, _samples(2), rescale=False)
+
+
+@pytest.mark.slow
+def test_peak_memory_at_1333x800_at_most_half_of_mmdets():
+    """Side by side, one process each: mmdet's path (upsample all queries to
+    the padded input, then its fusion head) against ours (low-res masks)."""
+    code = textwrap.dedent('''
+        import resource, sys, torch, torch.nn.functional as F
+        from mmdet.models.seg_heads.panoptic_fusion_heads import MaskFormerFusionHead
+        from mmdet.structures import DetDataSample
+        from m2f_plugin.models.heads.fusion_head import M2FFusionHead
+        torch.manual_seed(0)
+        q, k = 100, 133
+        cls = torch.randn(1, q, k + 1); cls[0, :40, :80] += 3.0
+        low = torch.randn(1, q, 200, 336)
+        s = DetDataSample(); s.set_metainfo(dict(batch_input_shape=(800, 1344),
+            img_shape=(800, 1333), ori_shape=(800, 1333)))
+        cfg = dict(panoptic_on=True, instance_on=True, max_per_image=100,
+                   object_mask_thr=0.8, iou_thr=0.8)
+        kw = dict(num_things_classes=80, num_stuff_classes=53, test_cfg=cfg)
+        def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = rss()
+        with torch.no_grad():
+            if sys.argv[1] == 'mmdet':
+                full = F.interpolate(low, size=(800, 1344), mode='bilinear')
+                MaskFormerFusionHead(**kw).predict(cls, full, [s], rescale=True)
+            else:
+                M2FFusionHead(**kw).predict(cls, low, [s], rescale=True)
+        print('PEAK_KB', rss() - before)
+    ''')
+    peaks = {}
+    for side in ('mmdet', 'ours'):
+        out = subprocess.run([sys.executable, '-c', code, side], cwd=REPO,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        peaks[side] = int(out.stdout.split('PEAK_KB')[-1])
+    print('peak growth KiB', peaks)
+    assert peaks['ours'] <= 0.5 * peaks['mmdet'], peaks
+
+
+def test_registered_for_mmdet_configs():
+    from mmdet.registry import MODELS
+    assert MODELS.get('M2FFusionHead') is M2FFusionHead
