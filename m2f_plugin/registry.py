@@ -15,7 +15,8 @@ from typing import Dict, List
 __all__ = ['REGISTRY_KINDS', 'register_in_mmdet']
 
 # the registries the plugin fills, by their name in mmseg.registry and
-# mmdet.registry (datasets stay mmseg's: the embedded data set is semantic)
+# mmdet.registry (data sets are not mirrored: the embedded set registers its
+# semantic form in mmseg's, its COCO instance/panoptic forms in mmdet's)
 REGISTRY_KINDS = ('MODELS', 'TASK_UTILS', 'HOOKS',
                   'OPTIM_WRAPPER_CONSTRUCTORS')
 

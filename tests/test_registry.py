@@ -6,7 +6,8 @@ import sys
 
 PLUGIN_MODELS = ['M2FHead', 'M2FPixelDecoder', 'M2FMaskedTransformerDecoder',
                  'M2FClassLoss', 'M2FPointBCELoss', 'M2FPointDiceLoss',
-                 'M2FResNet', 'M2FEncoderDecoder', 'M2FGraphedHead']
+                 'M2FResNet', 'M2FEncoderDecoder', 'M2FGraphedHead',
+                 'M2FDetHead', 'M2FFusionHead']
 PLUGIN_TASK_UTILS = ['M2FHungarianMatcher']
 
 
@@ -66,8 +67,12 @@ def test_same_classes_in_mmseg_and_mmdet_and_no_clash():
         'm2f_plugin')
     from mmengine.registry import MODEL_WRAPPERS
     assert 'M2FCPUDistributedDataParallel' in MODEL_WRAPPERS.module_dict
-    for registry in (det.DATASETS, det.MODEL_WRAPPERS):
-        assert not any(n.startswith('M2F') for n in registry.module_dict)
+    # the embedded data in COCO instance/panoptic form: mmdet's data sets
+    ours_det_data = {n for n, c in det.DATASETS.module_dict.items()
+                     if c.__module__.startswith('m2f_plugin')}
+    assert ours_det_data == {'M2FSyntheticShapesCocoDataset',
+                             'M2FSyntheticShapesPanopticDataset'}
+    assert not any(n.startswith('M2F') for n in det.MODEL_WRAPPERS.module_dict)
 
 
 def test_mmdet_scope_builds_the_head_and_its_parts():

@@ -1,8 +1,11 @@
-"""The embedded data set: deterministic, mmseg layout, real loaders."""
+"""The embedded data set: deterministic, mmseg layout, real loaders.
+
+The COCO instance / panoptic files are tested in ``tests/datasets``."""
 from __future__ import annotations
 
 import hashlib
 import os.path as osp
+import shutil
 
 import numpy as np
 from mmseg.registry import DATASETS
@@ -18,6 +21,15 @@ def _digest(root: str) -> str:
     h = hashlib.sha256()
     for sub in ('img_dir/train', 'ann_dir/train', 'img_dir/val', 'ann_dir/val'):
         for i in range(3):
+            with open(osp.join(root, sub, f'{i:04d}.png'), 'rb') as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def _digest_files(root: str, num: int = 2) -> str:
+    h = hashlib.sha256()
+    for sub in ('img_dir/train', 'ann_dir/train'):
+        for i in range(num):
             with open(osp.join(root, sub, f'{i:04d}.png'), 'rb') as f:
                 h.update(f.read())
     return h.hexdigest()
@@ -63,3 +75,20 @@ def test_generation_is_skipped_when_complete(tmp_path):
         data_root=root, num_train=2, num_val=1, size=32,
         data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'))
     assert osp.getmtime(marker) == mtime
+
+
+def test_root_written_before_coco_files_is_completed(tmp_path):
+    """A root whose marker predates the COCO files is regenerated: the
+    annotations appear, the images and label maps come out the same."""
+    root = str(tmp_path / 's')
+    generate_synthetic_shapes(root, 2, 1, 32)
+    before = _digest_files(root)
+    shutil.rmtree(osp.join(root, 'annotations'))
+    with open(osp.join(root, '.complete'), 'w') as f:
+        f.write('2 1 32 0')  # the tag such roots carry
+    generate_synthetic_shapes(root, 2, 1, 32)
+    for split in ('train', 'val'):
+        for kind in ('instances', 'panoptic'):
+            assert osp.exists(osp.join(root, 'annotations',
+                                       f'{kind}_{split}.json'))
+    assert _digest_files(root) == before
