@@ -22,6 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from m2f_plugin.utils.pretrained_urls import HOSTS, family_url, installed_family
 from tests.helpers import CONFIGS, make_label_maps, mmseg_config_path, seg_data_samples
 
+
 def _is_mmdet_config(path: str) -> bool:
     """Detector configs (``mmdet::`` bases): tested in test_configs_mmdet."""
     with open(path) as f:

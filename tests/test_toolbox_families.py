@@ -6,10 +6,10 @@ import subprocess
 import sys
 import textwrap
 
-import m2f_plugin_config_names as names
 import pytest
 from mmengine.runner import CheckpointLoader
 
+import m2f_plugin_config_names as names
 from m2f_plugin.utils import pretrained_urls
 from m2f_plugin.utils.pretrained_urls import HOSTS, family_url, installed_family
 from tests.helpers import DEMO_CONFIG, REPO

@@ -106,7 +106,7 @@ def test_semantic_map_on_the_sample():
     samples = _samples(2)
     _, ours = _heads(semantic_on=True, panoptic_on=False, instance_on=False)
     ours.predict(cls, masks, samples, rescale=True)
-    sem = samples[0].pred_sem_seg.data
+    sem = samples[0].pred_sem_seg.sem_seg  # mmdet's key, as gt_sem_seg
     assert sem.shape == (1, 150, 181) and sem.dtype == torch.long
     # the argmax of sum_q p(k|q) sigmoid(mask_q), at the valid region
     probs = cls[0].softmax(-1)[:, :-1]

@@ -87,7 +87,7 @@ class M2FFusionHead(MaskFormerFusionHead):
             if semantic_on:
                 # mmdet's detector refuses 'sem_results'; the map goes on the
                 # sample, where mmseg's IoUMetric-style metrics read it
-                sample.pred_sem_seg = PixelData(data=semantic_labels(
+                sample.pred_sem_seg = PixelData(sem_seg=semantic_labels(
                     cls_logits, mask_logits, size,
                     _valid_fraction(mask_logits, sample.metainfo))[None])
             results.append(result)
