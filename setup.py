@@ -95,7 +95,6 @@ if __name__ == '__main__':
         install_requires=read_requirements('runtime.txt'),
         extras_require={
             'mim': read_requirements('mminstall.txt'),
-            'panoptic': read_requirements('panoptic.txt'),
             'tests': read_requirements('tests.txt'),
         },
         zip_safe=False,

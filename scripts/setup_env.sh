@@ -50,8 +50,8 @@ else
 fi
 log "segmentation and detection toolboxes, test tools, openmim"
 pipi "$(pin "${prefix}mmsegmentation")" "$(pin "${prefix}mmdet(ection)?")" \
-  -r requirements/panoptic.txt -r requirements/tests.txt 'setuptools>=77,<81'
-pipi --no-deps openmim==0.3.9
+  -r requirements/tests.txt 'setuptools>=77,<81'
+pipi --no-deps openmim==0.3.9 -r requirements/panoptic.txt
 log "m2f_plugin (editable)"
 pipi --no-build-isolation -e .
 # mim locates a package as <dist location>/<name>; a PEP 660 editable install

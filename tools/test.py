@@ -1,4 +1,4 @@
-"""Test a segmentor with m2f_plugin registered (``mim test m2f_plugin CFG``)."""
+"""Test a model with m2f_plugin registered (``mim test m2f_plugin CFG``)."""
 import argparse
 import json
 import os
@@ -11,6 +11,7 @@ from mmengine.utils import import_modules_from_strings
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
 from m2f_plugin.accel.compile_hook import M2FCompileHook, compile_options
 from m2f_plugin.engine import M2FFiniteCheckpointHook, M2FNumClassesCheckHook
+from m2f_plugin.utils.panopticapi_check import require_panopticapi
 
 
 def parse_args():
@@ -62,6 +63,7 @@ def main():
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+    require_panopticapi(cfg, keys=('test_evaluator',))
     runner = Runner.from_cfg(cfg)
     # a head/data-set class-count mismatch fails before the first step
     runner.register_hook(M2FNumClassesCheckHook())

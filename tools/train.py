@@ -1,4 +1,4 @@
-"""Train a segmentor with m2f_plugin registered (``mim train m2f_plugin CFG``)."""
+"""Train a model with m2f_plugin registered (``mim train m2f_plugin CFG``)."""
 import argparse
 import logging
 import os
@@ -17,6 +17,7 @@ from m2f_plugin.engine import (
     M2FNumClassesCheckHook,
     M2FResumeScheduleHook,
 )
+from m2f_plugin.utils.panopticapi_check import require_panopticapi
 
 
 def parse_args():
@@ -82,6 +83,7 @@ def main():
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
     cfg.resume = args.resume
+    require_panopticapi(cfg)  # before minutes of training, not at validation
     if args.launcher != 'none':
         # on a CPU-only machine: gloo + a DDP wrapper that accepts CPU modules
         from m2f_plugin.engine import enable_cpu_distributed
