@@ -13,6 +13,11 @@ from .hf_keys import (
     load_hf_checkpoint,
     verify_against_model,
 )
+from .mmdet_keys import (
+    MMDET_HEAD_PREFIX,
+    convert_mmdet_state_dict,
+    is_mmdet_mask2former,
+)
 from .mmseg_keys import (
     ConversionReport,
     convert_mmseg_state_dict,
@@ -21,8 +26,9 @@ from .mmseg_keys import (
 )
 
 __all__ = ['ConversionReport', 'HFConfigDerivation', 'HFConversionReport',
-           'UnsupportedHFConfig', 'convert_hf_checkpoint',
-           'convert_hf_state_dict', 'convert_mmseg_state_dict',
-           'derive_from_hf_config', 'format_config_file', 'is_hf_mask2former',
+           'MMDET_HEAD_PREFIX', 'UnsupportedHFConfig', 'convert_hf_checkpoint',
+           'convert_hf_state_dict', 'convert_mmdet_state_dict',
+           'convert_mmseg_state_dict', 'derive_from_hf_config',
+           'format_config_file', 'is_hf_mask2former', 'is_mmdet_mask2former',
            'is_mmseg_mask2former', 'load_hf_checkpoint',
            'mmseg_head_key_to_ours', 'verify_against_model']

@@ -8,8 +8,9 @@ The toolbox adapters (the mmseg decode head, and any other) inherit
 ``Mask2Former`` next to their toolbox's base class: it builds the three
 parts under the attribute names that checkpoints use (``pixel_decoder``,
 ``transformer_decoder``, ``criterion``) and runs them; the adapter turns its
-toolbox's ground truth into ``MaskTargets`` and ``Predictions`` into its
-toolbox's outputs.
+toolbox's ground truth into ``MaskTargets`` (label maps, panoptic segment
+maps or instance masks: the matcher and the criterion only sample them at
+points) and ``Predictions`` into its toolbox's outputs.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ class Mask2Former:
                           loss_cls: ConfigType, loss_mask: ConfigType,
                           loss_dice: ConfigType, matcher: ConfigType,
                           num_points: int, oversample_ratio: float,
-                          importance_sample_ratio: float) -> None:
+                          importance_sample_ratio: float,
+                          min_masks_per_image: int = 0) -> None:
         """Build the parts from their configs.
 
         Args:
@@ -62,6 +64,8 @@ class Mask2Former:
             num_points: Points per matched mask in the mask losses.
             oversample_ratio: Candidate points per point.
             importance_sample_ratio: Share of points chosen by uncertainty.
+            min_masks_per_image: Least masks an image counts in the mask
+                losses' normaliser (``SetCriterion``; 1 is mmdet's).
         """
         pixel_decoder = copy.deepcopy(dict(pixel_decoder))
         pixel_decoder.update(in_channels=list(in_channels),
@@ -84,7 +88,8 @@ class Mask2Former:
             loss_dice=MODELS.build(loss_dice),
             num_points=num_points,
             oversample_ratio=oversample_ratio,
-            importance_sample_ratio=importance_sample_ratio)
+            importance_sample_ratio=importance_sample_ratio,
+            min_masks_per_image=min_masks_per_image)
 
     def predictions(self, feats: Sequence[Tensor]) -> Predictions:
         """Backbone maps, fine to coarse, each (B, C_i, H_i, W_i) -> the

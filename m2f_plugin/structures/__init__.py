@@ -1,6 +1,20 @@
-"""Data structures: mask targets from label maps, the decoder's predictions."""
+"""Data structures: the decoder's predictions and the mask targets built
+from label maps, panoptic segments or instance masks."""
+from .instances_to_masks import (
+    UNLABELLED_SEGMENT,
+    instances_to_masks,
+    panoptic_to_masks,
+)
+from .mask_targets import (
+    InstanceMaskTargets,
+    MaskTargets,
+    SegmentMapTargets,
+    SemanticTargets,
+)
 from .predictions import Match, Predictions, mask_logits
-from .sem_seg_to_masks import MaskTargets, sem_seg_to_masks
+from .sem_seg_to_masks import sem_seg_to_masks
 
-__all__ = ['MaskTargets', 'Match', 'Predictions', 'mask_logits',
+__all__ = ['InstanceMaskTargets', 'MaskTargets', 'Match', 'Predictions',
+           'SegmentMapTargets', 'SemanticTargets', 'UNLABELLED_SEGMENT',
+           'instances_to_masks', 'mask_logits', 'panoptic_to_masks',
            'sem_seg_to_masks']

@@ -1,44 +1,16 @@
 """Turn a batch of semantic label maps into per-class binary masks, batched."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-__all__ = ['MaskTargets', 'sem_seg_to_masks']
+from .mask_targets import SemanticTargets
 
-
-@dataclass
-class MaskTargets:
-    """Padded per-image targets.
-
-    The binary masks are never stored: a target's mask is ``sem_seg ==
-    label``, and the losses sample it at points straight from ``sem_seg``
-    (``sample_class_indicator``), so no (B, G, H, W) tensor is materialised.
-
-    Attributes:
-        sem_seg: (B, H, W) long label maps (``ignore_index`` kept).
-        labels: (B, G) long, class of each target; padding holds -1.
-        num_gts: (B,) host list of int, targets per image.
-    """
-
-    sem_seg: Tensor
-    labels: Tensor
-    num_gts: list
-
-    @property
-    def total(self) -> int:
-        return sum(self.num_gts)
-
-    @property
-    def masks(self) -> Tensor:
-        """(B, G, H, W) bool masks, built on demand (padding rows empty)."""
-        return self.sem_seg[:, None] == self.labels[:, :, None, None]
+__all__ = ['sem_seg_to_masks']
 
 
 def sem_seg_to_masks(sem_seg: Tensor, num_classes: int,
-                     ignore_index: int) -> MaskTargets:
+                     ignore_index: int) -> SemanticTargets:
     """One binary mask per class present in each image (``ignore_index`` left out).
 
     The whole batch is converted with one host transfer (the class histogram),
@@ -85,4 +57,4 @@ def sem_seg_to_masks(sem_seg: Tensor, num_classes: int,
         cls = present[b].nonzero().flatten()
         labels[b, :len(cls)] = cls
     labels = labels.to(sem_seg.device, non_blocking=True)
-    return MaskTargets(sem_seg=sem_seg, labels=labels, num_gts=num_gts)
+    return SemanticTargets(sem_seg=sem_seg, labels=labels, num_gts=num_gts)

@@ -13,7 +13,12 @@ from m2f_plugin.models.matcher import (
     dice_cost,
     sigmoid_bce_cost,
 )
-from m2f_plugin.structures import Predictions, sem_seg_to_masks
+from m2f_plugin.structures import (
+    Predictions,
+    instances_to_masks,
+    panoptic_to_masks,
+    sem_seg_to_masks,
+)
 from tests.helpers import fixed_points, make_label_maps
 
 
@@ -27,9 +32,10 @@ def _predictions(cls, masks) -> Predictions:
                        feats.contiguous())
 
 
-def _reference_costs(cls, masks, label_maps, labels, points, weights):
+def _reference_costs(cls, masks, gt_masks, labels, points, weights):
     """(B, Q, G) costs written out per image, query and target: the
-    weighted sum of -p(class), mean BCE and Dice at the shared points."""
+    weighted sum of -p(class), mean BCE and Dice at the shared points, the
+    targets sampled from their dense (B, G, H, W) masks."""
     w_cls, w_mask, w_dice = weights
     b, q = cls.shape[:2]
     g = labels.shape[1]
@@ -41,7 +47,7 @@ def _reference_costs(cls, masks, label_maps, labels, points, weights):
         for j in range(g):
             if labels[i, j] < 0:
                 continue
-            mask = (label_maps[i] == labels[i, j]).float()[None, None]
+            mask = gt_masks[i, j].float()[None, None]
             tgt = F.grid_sample(mask, grid[i:i + 1],
                                 align_corners=False)[0, 0, :, 0]  # (P,)
             for k in range(q):
@@ -54,21 +60,48 @@ def _reference_costs(cls, masks, label_maps, labels, points, weights):
     return out
 
 
-def test_costs_equal_the_written_out_definition():
+def _semantic_targets():
+    return sem_seg_to_masks(make_label_maps(2, 12, 12, num_classes=4, seed=3),
+                            4, 255)
+
+
+def _panoptic_targets():
+    """Image 0: two things and stuff; image 1: only stuff (classes 2, 3)."""
+    sem = make_label_maps(2, 12, 12, num_classes=4, seed=3)
+    things = torch.zeros(2, 12, 12, dtype=torch.bool)
+    things[0, :5, :6] = things[1, 6:, 3:] = True
+    sem[0][things[0] | things[1]] = 255
+    return panoptic_to_masks([torch.tensor([0, 1]), torch.zeros(0).long()],
+                             [things, things[:0]], sem, 2, 2)
+
+
+def _instance_targets():
+    """Image 0: three overlapping instances; image 1: one."""
+    masks = torch.zeros(3, 12, 12, dtype=torch.bool)
+    masks[0, 2:9, 2:9] = masks[1, 5:12, 4:11] = masks[2, :, 6:] = True
+    return instances_to_masks([torch.tensor([0, 3, 3]), torch.tensor([2])],
+                              [masks, masks[2:]], 4)
+
+
+TARGETS = dict(semantic=_semantic_targets, panoptic=_panoptic_targets,
+               instance=_instance_targets)
+
+
+@pytest.mark.parametrize('fmt', TARGETS)
+def test_costs_equal_the_written_out_definition(fmt):
     torch.manual_seed(0)
     matcher = M2FHungarianMatcher(cost_class=2.0, cost_mask=5.0,
                                   cost_dice=5.0, num_points=64)
     matcher.draw_points = fixed_points
-    label_maps = make_label_maps(2, 12, 12, num_classes=4, seed=3)
-    targets = sem_seg_to_masks(label_maps, 4, 255)
+    targets = TARGETS[fmt]()
     cls = [torch.randn(2, 5, 5) for _ in range(2)]
     masks = [torch.randn(2, 5, 12, 12) * 3 for _ in range(2)]
     costs = matcher.costs(_predictions(cls, masks), targets)
     assert costs.shape == (2, 2, 5, targets.labels.shape[1])
     points = fixed_points(2, 64)
     for s in range(2):
-        want = _reference_costs(cls[s], masks[s], label_maps, targets.labels,
-                                points, (2.0, 5.0, 5.0))
+        want = _reference_costs(cls[s], masks[s], targets.masks,
+                                targets.labels, points, (2.0, 5.0, 5.0))
         for b, n in enumerate(targets.num_gts):
             torch.testing.assert_close(costs[s, b, :, :n], want[b, :, :n],
                                        atol=1e-4, rtol=1e-4)
@@ -176,11 +209,13 @@ def test_no_targets_gives_empty_matches():
 
 
 @pytest.mark.perf
-def test_one_host_transfer_for_all_sets(monkeypatch):
+@pytest.mark.parametrize('fmt', TARGETS)
+def test_one_host_transfer_for_all_sets(monkeypatch, fmt):
     """Budget: the costs of all prediction sets and images cross to the
-    host in one ``.cpu()``."""
+    host in one ``.cpu()``, whatever the targets' format."""
     matcher = M2FHungarianMatcher(num_points=32)
-    targets = sem_seg_to_masks(make_label_maps(3, 16, 16, 4), 4, 255)
+    targets = TARGETS[fmt]()
+    batch = targets.labels.shape[0]
     calls = []
     real_cpu = torch.Tensor.cpu
 
@@ -188,8 +223,9 @@ def test_one_host_transfer_for_all_sets(monkeypatch):
         calls.append(tuple(self.shape))
         return real_cpu(self, *args, **kwargs)
 
-    preds = _predictions([torch.randn(3, 5, 5) for _ in range(4)],
-                         [torch.randn(3, 5, 8, 8) for _ in range(4)])
+    preds = _predictions([torch.randn(batch, 5, 5) for _ in range(4)],
+                         [torch.randn(batch, 5, 8, 8) for _ in range(4)])
     monkeypatch.setattr(torch.Tensor, 'cpu', counting_cpu)
-    matcher(preds, targets)
-    assert len(calls) == 1 and calls[0][:2] == (4, 3)
+    matches = matcher(preds, targets)
+    assert len(calls) == 1 and calls[0][:2] == (4, batch)
+    assert all(m[0].numel() == targets.total for m in matches)

@@ -1,17 +1,21 @@
 """Bilinear sampling of maps at normalised points (PointRend)."""
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['point_sample', 'sample_class_indicator', 'uniform_points']
+__all__ = ['MASK_BORDER', 'pad_masks', 'point_sample',
+           'sample_class_indicator', 'sample_masks', 'uniform_points']
 
 # Point-corner entries, (rows x P x 4), processed at once by
-# ``sample_class_indicator``: bounds its temporaries (~30 bytes an entry)
-# while keeping the kernel launches per call few.
+# ``sample_class_indicator`` and ``sample_masks``: bounds their temporaries
+# (~30 bytes an entry) while keeping the kernel launches per call few.
 INDICATOR_BUDGET = 2**22
-_PAD = 2  # sentinel border of the label map, see ``sample_class_indicator``
+_PAD = 2  # sentinel border of the sampled maps, see ``sample_class_indicator``
+MASK_BORDER = _PAD  # the zero border ``sample_masks`` expects (``pad_masks``)
 
 
 def uniform_points(num: int, num_points: int,
@@ -41,6 +45,62 @@ def point_sample(masks: Tensor, coords: Tensor) -> Tensor:
                          align_corners=False).squeeze(-1)
 
 
+def pad_masks(masks: Tensor) -> Tensor:
+    """(M, H, W) binary masks -> (M, H + 4, W + 4) bool in a zero border of
+    ``MASK_BORDER`` pixels, the layout ``sample_masks`` reads."""
+    return F.pad(masks.bool(), (_PAD, ) * 4, value=False)
+
+
+class _Corners:
+    """Per-call constants of the 4-corner bilinear read of (H, W) maps padded
+    by ``_PAD`` pixels, and the per-chunk corner positions and weights.
+
+    The float32 arithmetic is the reference loop's, term for term (see
+    ``sample_class_indicator``), so every sampler built on it is bit-identical
+    to that loop.
+    """
+
+    def __init__(self, h: int, w: int, numel: int,
+                 device: torch.device) -> None:
+        self.wp = w + 2 * _PAD  # padded row length
+        # int32 linear indices (index_select takes them without a conversion)
+        # halve the largest temporaries, where they cannot overflow
+        self.index_dtype = torch.int32 if numel < 2**31 else torch.long
+        # per-call constants, built on the device (a host tensor would sync)
+        self.size = torch.full((2, ), float(w), device=device)  # (w, h)
+        self.size[1:].fill_(h)  # fill_, not item assignment: no host copy
+        self.low = torch.full((2, ), -float(_PAD), device=device)
+        step = torch.arange(2, device=device, dtype=self.index_dtype)
+        self.offsets = (step[:, None] * self.wp + step).view(4)  # (dy, dx)
+        self.origin = _PAD * self.wp + _PAD  # padded pixel (0, 0) of a plane
+
+    def __call__(self, coords: Tensor) -> Tuple[Tensor, Tensor]:
+        """(r, P, 2) points -> top-left corners (r, P, 2) as (x, y) in the
+        index dtype, clamped into the border, and weights (r, P, 4) of the
+        corners (dy, dx) in row-major order."""
+        r, p = coords.shape[:2]
+        xy = coords.float() * self.size
+        xy = xy.sub_(0.5)  # pixel centres at integers
+        xy0 = xy.floor()
+        frac = xy - xy0
+        # (r, P, 2 [d], 2 [x, y]): weight of the corner at offset d per axis
+        axis_w = torch.stack((1 - frac, frac), -2)
+        # (r, P, 4): x term * y term, corners (dy, dx) in row-major order
+        weight = (axis_w[..., None, :, 0] * axis_w[..., :, None, 1]).view(
+            r, p, 4)
+        # corners beyond the image fall in the sentinel border: clamping the
+        # top-left corner to [-2, size] keeps both neighbours within it
+        xy0 = torch.clamp(xy0, self.low, self.size).to(self.index_dtype)
+        return xy0, weight
+
+
+def _sum_corners(terms: Tensor, out: Tensor) -> None:
+    """(..., 4) weighted corner values -> ``out`` (...), in the reference's
+    order: ((c00 + c01) + c10) + c11."""
+    torch.add(terms[..., 0] + terms[..., 1] + terms[..., 2], terms[..., 3],
+              out=out)
+
+
 def sample_class_indicator(sem_seg: Tensor, img_idx: Tensor, classes: Tensor,
                            coords: Tensor,
                            budget: int = INDICATOR_BUDGET) -> Tensor:
@@ -61,6 +121,9 @@ def sample_class_indicator(sem_seg: Tensor, img_idx: Tensor, classes: Tensor,
     a loop over the corners. The label map is padded with a sentinel that
     equals no class, and corners are clamped into the padding, so
     out-of-image corners read the sentinel: no validity masks.
+
+    The map may hold any integer ids, not only classes: a panoptic segment
+    map sampled at segment ids gives each segment's mask the same way.
 
     Args:
         sem_seg: (B, H, W) integer label maps.
@@ -83,52 +146,77 @@ def sample_class_indicator(sem_seg: Tensor, img_idx: Tensor, classes: Tensor,
     if n == 0 or g == 0 or p == 0:
         return out[:, 0] if squeeze else out
     _, h, w = sem_seg.shape
-    device = coords.device
     # (B, H + 4, W + 4) label map in a sentinel border that no class equals
     labels_map = sem_seg if sem_seg.dtype == torch.long else sem_seg.long()
     labels_map = F.pad(labels_map, (_PAD, ) * 4,
                        value=torch.iinfo(torch.long).min)
-    wp = w + 2 * _PAD
-    # int32 linear indices (index_select takes them without a conversion)
-    # halve the largest temporaries, where they cannot overflow
-    index_dtype = (torch.int32 if labels_map.numel() < 2**31 else torch.long)
+    corners = _Corners(h, w, labels_map.numel(), coords.device)
     flat = labels_map.view(-1)
-    # per-call constants, built on the device (a host tensor would sync)
-    size = torch.full((2, ), float(w), device=device)  # (w, h): x, y scale
-    size[1:].fill_(h)  # fill_, not item assignment: no host -> device copy
-    low = torch.full((2, ), -float(_PAD), device=device)
-    step = torch.arange(2, device=device, dtype=index_dtype)
-    corner_offsets = (step[:, None] * wp + step).view(4)  # (dy, dx) order
     # linear index of the padded pixel (0, 0) of each row's image
-    base = (img_idx.to(index_dtype) * labels_map[0].numel() +
-            (_PAD * wp + _PAD))
+    base = (img_idx.to(corners.index_dtype) * labels_map[0].numel() +
+            corners.origin)
 
     rows = max(1, budget // (p * 4))
     rows_g = max(1, budget // (p * 4 * g))
     for start in range(0, n, rows):
         end = min(start + rows, n)
-        xy = coords[start:end].float() * size
-        xy = xy.sub_(0.5)  # pixel centres at integers
-        xy0 = xy.floor()
-        frac = xy - xy0
-        # (r, P, 2 [d], 2 [x, y]): weight of the corner at offset d per axis
-        axis_w = torch.stack((1 - frac, frac), -2)
-        # (r, P, 4): x term * y term, corners (dy, dx) in row-major order
-        weight = (axis_w[..., None, :, 0] * axis_w[..., :, None, 1]).view(
-            end - start, p, 4)
-        # corners beyond the image fall in the sentinel border: clamping the
-        # top-left corner to [-2, size] keeps both neighbours within it
-        xy0 = torch.clamp(xy0, low, size).to(index_dtype)
-        index = torch.add(base[start:end, None], xy0[..., 1], alpha=wp)
-        index = (index + xy0[..., 0])[..., None] + corner_offsets  # (r, P, 4)
+        xy0, weight = corners(coords[start:end])
+        index = torch.add(base[start:end, None], xy0[..., 1],
+                          alpha=corners.wp)
+        index = (index + xy0[..., 0])[..., None] + corners.offsets  # (r, P, 4)
         corner_labels = flat.index_select(0, index.view(-1)).view_as(index)
         for sub in range(start, end, rows_g):
             sub_end = min(sub + rows_g, end)
             lo, hi = sub - start, sub_end - start
             hit = corner_labels[lo:hi, None] == classes[sub:sub_end, :, None,
                                                         None]
-            terms = weight[lo:hi, None] * hit  # (r', G, P, 4)
-            # the reference's order: ((c00 + c01) + c10) + c11
-            torch.add(terms[..., 0] + terms[..., 1] + terms[..., 2],
-                      terms[..., 3], out=out[sub:sub_end])
+            _sum_corners(weight[lo:hi, None] * hit,  # (r', G, P, 4)
+                         out[sub:sub_end])
+    return out[:, 0] if squeeze else out
+
+
+def sample_masks(planes: Tensor, plane_idx: Tensor, coords: Tensor,
+                 budget: int = INDICATOR_BUDGET) -> Tensor:
+    """``point_sample`` of binary masks, read at the 4 corners of each point:
+    the masks stay bool, only the sampled values become float.
+
+    The same bilinear arithmetic as ``sample_class_indicator`` (and so as
+    ``F.grid_sample`` on the float masks, with zero padding and
+    ``align_corners=False``); the masks, unlike label maps, may overlap.
+
+    Args:
+        planes: (M, H + 4, W + 4) bool masks in a zero border of
+            ``MASK_BORDER`` pixels (``pad_masks``).
+        plane_idx: (N,) long, mask of each row of ``coords``; or (N, G): G
+            masks sharing row n's points (the matcher's layout).
+        coords: (N, P, 2) points in [0, 1] as (x, y); out of the image
+            counts as 0.
+        budget: Point-corner entries per chunk (bounds the temporaries).
+
+    Returns:
+        (N, P) float32, or (N, G, P) for (N, G) ``plane_idx``.
+    """
+    n, p = coords.shape[:2]
+    squeeze = plane_idx.dim() == 1
+    plane_idx = plane_idx[:, None] if squeeze else plane_idx
+    g = plane_idx.shape[1]
+    out = coords.new_empty(n, g, p, dtype=torch.float32)
+    if n == 0 or g == 0 or p == 0:
+        return out[:, 0] if squeeze else out
+    _, hp, wp = planes.shape
+    corners = _Corners(hp - 2 * _PAD, wp - 2 * _PAD, planes.numel(),
+                       coords.device)
+    flat = planes.view(-1)
+    # (N, G, 1, 1): linear index of the padded pixel (0, 0) of each mask
+    base = (plane_idx.to(corners.index_dtype) * (hp * wp) +
+            corners.origin)[..., None, None]
+    rows = max(1, budget // (p * 4 * g))
+    for start in range(0, n, rows):
+        end = min(start + rows, n)
+        xy0, weight = corners(coords[start:end])
+        offset = torch.add(xy0[..., 0], xy0[..., 1], alpha=corners.wp)
+        offset = offset[..., None] + corners.offsets  # (r, P, 4)
+        index = base[start:end] + offset[:, None]  # (r, G, P, 4)
+        hit = flat.index_select(0, index.view(-1)).view_as(index)
+        _sum_corners(weight[:, None] * hit, out[start:end])
     return out[:, 0] if squeeze else out

@@ -8,7 +8,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ...structures import MaskTargets, Match, Predictions
-from ..layers.point_sample import point_sample, sample_class_indicator, uniform_points
+from ..layers.point_sample import point_sample, uniform_points
 from ..matcher import M2FHungarianMatcher
 from .class_loss import M2FClassLoss
 from .mask_losses import M2FPointBCELoss, M2FPointDiceLoss
@@ -46,6 +46,10 @@ class SetCriterion(nn.Module):
         num_points: Points P per matched mask.
         oversample_ratio: Candidate points per point.
         importance_sample_ratio: Share of points chosen by uncertainty.
+        min_masks_per_image: Each image counts at least this many masks in
+            the mask losses' normaliser. 0: the number of targets, as the
+            paper's code; 1: an image without targets counts one, as mmdet's
+            ``MaskPseudoSampler`` (its ``num_pos`` is at least 1).
 
     Attributes:
         draw_points: ``fn(n, P, device) -> (n, P, 2)`` random points for the
@@ -56,7 +60,8 @@ class SetCriterion(nn.Module):
                  loss_cls: M2FClassLoss, loss_mask: M2FPointBCELoss,
                  loss_dice: M2FPointDiceLoss, num_points: int = 12544,
                  oversample_ratio: float = 3.0,
-                 importance_sample_ratio: float = 0.75) -> None:
+                 importance_sample_ratio: float = 0.75,
+                 min_masks_per_image: int = 0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
@@ -66,6 +71,7 @@ class SetCriterion(nn.Module):
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
+        self.min_masks_per_image = min_masks_per_image
         self.draw_points = uniform_points
 
     def forward(self, predictions: Predictions,
@@ -83,8 +89,10 @@ class SetCriterion(nn.Module):
         num_sets = predictions.num_sets
         device = predictions.mask_features.device
         # normaliser: targets averaged over ranks, kept on the device (no sync)
+        least = self.min_masks_per_image
+        counted = sum(max(n, least) for n in targets.num_gts)
         num_masks = _mean_over_ranks(
-            torch.tensor(float(targets.total), device=device)).clamp(min=1)
+            torch.tensor(float(counted), device=device)).clamp(min=1)
         # all sets at once: a handful of kernels instead of a handful per set
         s_idx = torch.cat([torch.full_like(b, s)
                            for s, (b, _, _) in enumerate(matches)])
@@ -116,8 +124,7 @@ class SetCriterion(nn.Module):
         Every set matches every target once, so the matched masks stack to
         (S * M, 1, H, W).
         """
-        src = predictions.matched_mask_logits(matches,
-                                              targets.labels.shape[1])
+        src = predictions.matched_mask_logits(matches, targets.num_slots)
         # float32 before sampling: half-precision grid coordinates would
         # misplace points and the losses must be float32 anyway
         src = src.float()[:, None]
@@ -126,8 +133,7 @@ class SetCriterion(nn.Module):
                                             self.oversample_ratio,
                                             self.importance_sample_ratio,
                                             draw_points=self.draw_points)
-            tgt_points = sample_class_indicator(
-                targets.sem_seg, b_idx, targets.labels[b_idx, g_idx], coords)
+            tgt_points = targets.sample(b_idx, g_idx, coords)  # (S*M, P)
         src_points = point_sample(src, coords)[:, 0]  # (S*M, P)
         shape = (predictions.num_sets, -1, src_points.shape[-1])  # (S, M, P)
         return (self.loss_mask(src_points.view(shape), tgt_points.view(shape),

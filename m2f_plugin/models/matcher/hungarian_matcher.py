@@ -10,7 +10,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ...structures import MaskTargets, Match, Predictions
-from ..layers.point_sample import point_sample, sample_class_indicator, uniform_points
+from ..layers.point_sample import point_sample, uniform_points
 from .match_costs import class_cost, mask_costs
 
 __all__ = ['M2FHungarianMatcher', 'Match']
@@ -50,7 +50,7 @@ class M2FHungarianMatcher:
         """Total costs of every prediction set, (S, B, Q, G) float32.
 
         Each set has its own P random points per image (``draw_points``).
-        The targets of all sets are sampled in one ``sample_class_indicator``
+        The targets of all sets are sampled in one ``targets.sample_all``
         call and the class costs in one softmax; the BCE and Dice costs need
         one (B, 2Q, P) product per set (``mask_costs``), whose (B, Q, H, W)
         mask logits exist for one set at a time.
@@ -63,8 +63,7 @@ class M2FHungarianMatcher:
                                       device)  # row s * B + b: set s, image b
             labels = targets.labels.repeat(num_sets, 1)  # (S * B, G)
             img_idx = torch.arange(batch, device=device).repeat(num_sets)
-            gt = sample_class_indicator(targets.sem_seg, img_idx, labels,
-                                        coords)  # (S * B, G, P)
+            gt = targets.sample_all(img_idx, coords)  # (S * B, G, P)
             # (S * B, Q, G), weighted, for all sets at once
             costs = self.cost_class * class_cost(
                 torch.cat(predictions.class_logits), labels)

@@ -1,0 +1,255 @@
+"""``M2FDetHead``: Mask2Former as the panoptic head of mmdet's detector.
+
+The mmdet adapter of the core (``Mask2Former``), driven by mmdet's
+``Mask2Former`` / ``MaskFormer`` detector (``panoptic_head=dict(type=
+'M2FDetHead', ...)``): the ``gt_instances`` (and, for panoptic data, the
+stuff classes of ``gt_sem_seg``) of ``DetDataSample``s become mask targets
+for the losses, and the final prediction set becomes the class and mask
+logits mmdet's ``MaskFormerFusionHead`` post-processes.
+
+In an mmdet config, replace the built-in head (its pixel decoder and
+transformer decoder configs are mmdet's, so drop them)::
+
+    model = dict(panoptic_head=dict(
+        _delete_=True, type='M2FDetHead', in_channels=[256, 512, 1024, 2048],
+        num_things_classes=80, num_stuff_classes=53))
+
+Checkpoints of the built-in head load directly (keys renamed on load).
+This file imports nothing from mmdet: the plugin stays importable without it.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType
+from torch import Tensor
+
+from ...converters import convert_mmdet_state_dict, is_mmdet_mask2former
+from ...structures import (
+    MaskTargets,
+    Predictions,
+    instances_to_masks,
+    panoptic_to_masks,
+)
+from ..mask2former import Mask2Former
+
+__all__ = ['M2FDetHead']
+
+# mmdet's HungarianAssigner match costs -> our matcher's weights
+_MATCH_COSTS = {'ClassificationCost': 'cost_class',
+                'CrossEntropyLossCost': 'cost_mask',
+                'DiceCost': 'cost_dice'}
+
+
+def _check_class_weight(loss_cls: dict, num_things: int,
+                        num_stuff: int) -> None:
+    """``class_weight`` needs one entry per class plus "no object"."""
+    weight = loss_cls.get('class_weight')
+    num_classes = num_things + num_stuff
+    if weight is not None and len(weight) != num_classes + 1:
+        raise ValueError(
+            f'loss_cls.class_weight has {len(weight)} entries, but '
+            f'num_things_classes + num_stuff_classes = {num_things} + '
+            f'{num_stuff} = {num_classes} classes need {num_classes + 1} (one '
+            'per class, "no object" last). Set class_weight=[1.0] * '
+            f'{num_classes} + [0.1] (or drop it and use no_object_weight), '
+            'or correct num_things_classes / num_stuff_classes.')
+
+
+def _matcher_cfg(matcher: Optional[ConfigType], train_cfg: Optional[dict],
+                 num_points: int) -> dict:
+    """The matcher's config: as given, else from mmdet's ``train_cfg``
+    assigner's match-cost weights; ``num_points`` if it names none."""
+    if matcher is None:
+        matcher = dict(type='M2FHungarianMatcher')
+        assigner = (train_cfg or {}).get('assigner') or {}
+        for cost in assigner.get('match_costs', []):
+            if cost.get('type') in _MATCH_COSTS:
+                matcher[_MATCH_COSTS[cost['type']]] = cost.get('weight', 1.0)
+    matcher = copy.deepcopy(dict(matcher))
+    matcher.setdefault('num_points', num_points)
+    return matcher
+
+
+def _mask_tensor(masks) -> Tensor:
+    """mmdet's ``BitmapMasks`` / ``PolygonMasks`` or a tensor -> (G, H, W)
+    tensor (a bitmap's array viewed, not copied, when contiguous)."""
+    if isinstance(masks, Tensor):
+        return masks
+    array = masks.masks if isinstance(getattr(masks, 'masks', None),
+                                      np.ndarray) else masks.to_ndarray()
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+@MODELS.register_module()
+class M2FDetHead(Mask2Former, BaseModule):
+    """Mask2Former panoptic / instance segmentation head for mmdet.
+
+    Args:
+        in_channels, strides, feat_channels, out_channels, num_queries,
+        pixel_decoder, transformer_decoder, loss_cls, loss_mask, loss_dice:
+            The core's, see ``Mask2Former.build_mask2former``.
+        num_things_classes: Thing classes T (labels ``0 .. T-1``).
+        num_stuff_classes: Stuff classes S (labels ``T .. T+S-1``); 0 for
+            instance segmentation.
+        matcher: Config of the matcher; None: ``M2FHungarianMatcher`` with
+            the cost weights of ``train_cfg.assigner`` (mmdet's
+            ``HungarianAssigner``), if any.
+        num_points, oversample_ratio, importance_sample_ratio: The mask
+            losses' point sampling; None: ``train_cfg``'s, else 12544, 3.0,
+            0.75 (mmdet's defaults).
+        min_masks_per_image: Least masks an image counts in the mask losses'
+            normaliser: 1 (default) as mmdet's ``MaskPseudoSampler``, where
+            an image without targets counts one; 0 counts the targets only,
+            as the paper's code (``SetCriterion``).
+        ignore_index: Unlabelled pixels' label in ``gt_sem_seg``.
+        train_cfg: mmdet's ``model.train_cfg`` (the detector adds it); its
+            ``num_points``, ``oversample_ratio``, ``importance_sample_ratio``
+            and ``assigner.match_costs`` weights are read, the rest (the
+            sampler) is mmdet's machinery this head does not use.
+        test_cfg: mmdet's ``model.test_cfg`` (the detector adds it; the
+            fusion head reads it).
+        init_cfg: mmengine's initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels: Sequence[int],
+                 strides: Sequence[int] = (4, 8, 16, 32),
+                 *,
+                 feat_channels: int = 256,
+                 out_channels: int = 256,
+                 num_things_classes: int = 80,
+                 num_stuff_classes: int = 53,
+                 num_queries: int = 100,
+                 pixel_decoder: ConfigType = dict(type='M2FPixelDecoder'),
+                 transformer_decoder: ConfigType = dict(
+                     type='M2FMaskedTransformerDecoder'),
+                 loss_cls: ConfigType = dict(type='M2FClassLoss'),
+                 loss_mask: ConfigType = dict(type='M2FPointBCELoss'),
+                 loss_dice: ConfigType = dict(type='M2FPointDiceLoss'),
+                 matcher: Optional[ConfigType] = None,
+                 num_points: Optional[int] = None,
+                 oversample_ratio: Optional[float] = None,
+                 importance_sample_ratio: Optional[float] = None,
+                 min_masks_per_image: int = 1,
+                 ignore_index: int = 255,
+                 train_cfg: Optional[ConfigType] = None,
+                 test_cfg: Optional[ConfigType] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        BaseModule.__init__(self, init_cfg=init_cfg)
+        _check_class_weight(loss_cls, num_things_classes, num_stuff_classes)
+        self.num_things_classes = num_things_classes
+        self.num_stuff_classes = num_stuff_classes
+        self.num_classes = num_things_classes + num_stuff_classes
+        self.num_queries = num_queries
+        self.ignore_index = ignore_index
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg
+        train = train_cfg or {}
+        if num_points is None:
+            num_points = train.get('num_points', 12544)
+        if oversample_ratio is None:
+            oversample_ratio = train.get('oversample_ratio', 3.0)
+        if importance_sample_ratio is None:
+            importance_sample_ratio = train.get('importance_sample_ratio',
+                                                0.75)
+        self.build_mask2former(
+            in_channels=in_channels, strides=strides,
+            num_classes=self.num_classes, feat_channels=feat_channels,
+            out_channels=out_channels, num_queries=num_queries,
+            pixel_decoder=pixel_decoder,
+            transformer_decoder=transformer_decoder, loss_cls=loss_cls,
+            loss_mask=loss_mask, loss_dice=loss_dice,
+            matcher=_matcher_cfg(matcher, train_cfg, num_points),
+            num_points=num_points, oversample_ratio=oversample_ratio,
+            importance_sample_ratio=importance_sample_ratio,
+            min_masks_per_image=min_masks_per_image)
+
+    def forward(self, x: Sequence[Tensor],
+                batch_data_samples: Optional[list] = None) -> Predictions:
+        """Backbone maps (B, C_i, H_i, W_i), fine to coarse -> the prediction
+        sets (``batch_data_samples`` is mmdet's signature; unused)."""
+        return self.predictions(x)
+
+    def loss(self, x: Sequence[Tensor],
+             batch_data_samples: list) -> Dict[str, Tensor]:
+        """Losses of all prediction sets, keys as mmdet's (``loss_cls``,
+        ``loss_mask``, ``loss_dice``, ``d0.loss_cls``, ...)."""
+        predictions = self(x)
+        targets = self.targets(batch_data_samples,
+                               predictions.mask_features.device)
+        return self.losses(predictions, targets)
+
+    def targets(self, batch_data_samples: list,
+                device: torch.device) -> MaskTargets:
+        """Ground truth of ``DetDataSample``s -> mask targets.
+
+        ``gt_instances`` (``labels``, ``masks``; ``ignored_instances``, e.g.
+        crowds, are left out as in mmdet) give one target each. With stuff
+        classes and a ``gt_sem_seg``, every stuff class present there adds
+        one (panoptic: one segment map); without, the instance masks are
+        kept as they are and may overlap.
+        """
+        labels = [s.gt_instances.labels for s in batch_data_samples]
+        masks = [_mask_tensor(s.gt_instances.masks)
+                 for s in batch_data_samples]
+        if self.num_stuff_classes and any('gt_sem_seg' in s
+                                          for s in batch_data_samples):
+            return panoptic_to_masks(
+                labels, masks, [self._stuff_map(s, m)
+                                for s, m in zip(batch_data_samples, masks)],
+                self.num_things_classes, self.num_stuff_classes,
+                self.ignore_index, device)
+        return instances_to_masks(labels, masks, self.num_classes, device)
+
+    def _stuff_map(self, sample, masks: Tensor) -> Tensor:
+        """The image's label map; all ``ignore_index`` (no stuff) if it has
+        none."""
+        if 'gt_sem_seg' in sample:
+            return sample.gt_sem_seg.sem_seg
+        return torch.full(masks.shape[-2:], self.ignore_index,
+                          dtype=torch.long)
+
+    def predict(self, x: Sequence[Tensor],
+                batch_data_samples: list) -> Tuple[Tensor, Tensor]:
+        """The final set, as ``MaskFormerFusionHead.predict`` takes it.
+
+        Returns:
+            Class logits (B, Q, K + 1) and mask logits (B, Q, H, W) upsampled
+            to the padded batch input shape (``batch_input_shape``).
+        """
+        cls_logits, mask_logits = self.predict_low_res(x)
+        size = batch_data_samples[0].metainfo['batch_input_shape']
+        return cls_logits, F.interpolate(mask_logits, size=tuple(size[:2]),
+                                         mode='bilinear', align_corners=False)
+
+    def predict_low_res(self, x: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
+        """The final set at the mask features' resolution: class logits
+        (B, Q, K + 1), mask logits (B, Q, H / 4, W / 4); only this set's masks
+        are multiplied out."""
+        return self.predictions(x).last()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        """Load checkpoints of mmdet's built-in Mask2Former directly: keys in
+        the built-in layout are renamed to ours on the fly (the rules of
+        ``convert_mmdet_state_dict``), with one log line."""
+        if is_mmdet_mask2former(state_dict, prefix):
+            head = {k: state_dict.pop(k) for k in list(state_dict)
+                    if k.startswith(prefix)}
+            converted, report = convert_mmdet_state_dict(head, prefix)
+            state_dict.update(converted)
+            print_log(f'M2FDetHead: converted a built-in Mask2Former '
+                      f'checkpoint on load: {report.summary()}',
+                      logger='current', level=logging.INFO)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
