@@ -146,5 +146,6 @@ def test_builds_under_mmdet_scope(path):
     assert type(model.panoptic_head).__name__ == 'M2FDetHead'
     assert type(model.panoptic_fusion_head).__name__ == 'M2FFusionHead'
     head = model.panoptic_head
+    assert head.masks_at_input_size is False  # the fusion head upsamples
     assert (head.num_things_classes, head.num_stuff_classes) == (
         cfg.num_things_classes, cfg.num_stuff_classes)

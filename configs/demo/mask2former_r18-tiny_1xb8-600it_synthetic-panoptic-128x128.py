@@ -58,7 +58,9 @@ model = dict(
             cost_dice=5.0, num_points=2048),
         num_points=2048,
         oversample_ratio=3.0,
-        importance_sample_ratio=0.75),
+        importance_sample_ratio=0.75,
+        # stride-4 masks: the fusion head upsamples only what it keeps
+        masks_at_input_size=False),
     panoptic_fusion_head=dict(
         type='M2FFusionHead',
         num_things_classes=num_things_classes,

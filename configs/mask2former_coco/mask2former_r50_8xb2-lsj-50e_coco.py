@@ -43,6 +43,7 @@ model = dict(
             num_points=12544),
         num_points=12544,
         oversample_ratio=3.0,
-        importance_sample_ratio=0.75),
-    # only the kept queries are upsampled to the image size
+        importance_sample_ratio=0.75,
+        # stride-4 masks: the fusion head upsamples only what it keeps
+        masks_at_input_size=False),
     panoptic_fusion_head=dict(type='M2FFusionHead'))

@@ -347,3 +347,30 @@ def test_predict_shapes():
         low_cls, low = head.predict_low_res(feats())
     assert cls.shape == low_cls.shape == (2, 8, 6)
     assert masks.shape == (2, 8, 64, 72) and low.shape == (2, 8, 16, 16)
+
+
+@pytest.mark.parametrize('pair_name', ['panoptic_pair', 'instance_pair'])
+def test_low_resolution_path_matches_builtin(request, pair_name):
+    """Stride-4 masks into ``M2FFusionHead`` (what our configs run): the
+    built-in's panoptic maps and instance scores."""
+    from m2f_plugin.models.heads.fusion_head import M2FFusionHead
+    builtin, ours = request.getfixturevalue(pair_name)
+    fusion = ours.panoptic_fusion_head
+    lean = M2FFusionHead(num_things_classes=fusion.num_things_classes,
+                         num_stuff_classes=fusion.num_stuff_classes,
+                         test_cfg=fusion.test_cfg)
+    torch.manual_seed(5)
+    imgs = torch.randn(2, 3, H, W)
+    ref = _predict(builtin, imgs)
+    ours.panoptic_head.masks_at_input_size = False
+    ours.panoptic_fusion_head = lean
+    try:
+        out = _predict(ours, imgs)
+    finally:
+        ours.panoptic_head.masks_at_input_size = True
+        ours.panoptic_fusion_head = fusion
+    for r, o in zip(ref, out):
+        if 'pred_panoptic_seg' in r:
+            assert torch.equal(o.pred_panoptic_seg.sem_seg,
+                               r.pred_panoptic_seg.sem_seg)
+        _check_instances(o.pred_instances, r.pred_instances)

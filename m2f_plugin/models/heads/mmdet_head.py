@@ -111,6 +111,12 @@ class M2FDetHead(Mask2Former, BaseModule):
             an image without targets counts one; 0 counts the targets only,
             as the paper's code (``SetCriterion``).
         ignore_index: Unlabelled pixels' label in ``gt_sem_seg``.
+        masks_at_input_size: What :meth:`predict` returns. True (mmdet's
+            contract): mask logits upsampled to the padded input, as mmdet's
+            ``MaskFormerFusionHead`` needs them (B, Q, H, W float: about
+            430 MB per 1333x800 image at 100 queries). False: at the mask
+            features' resolution (stride 4), for ``M2FFusionHead``, which
+            upsamples only the queries it keeps.
         train_cfg: mmdet's ``model.train_cfg`` (the detector adds it); its
             ``num_points``, ``oversample_ratio``, ``importance_sample_ratio``
             and ``assigner.match_costs`` weights are read, the rest (the
@@ -141,6 +147,7 @@ class M2FDetHead(Mask2Former, BaseModule):
                  importance_sample_ratio: Optional[float] = None,
                  min_masks_per_image: int = 1,
                  ignore_index: int = 255,
+                 masks_at_input_size: bool = True,
                  train_cfg: Optional[ConfigType] = None,
                  test_cfg: Optional[ConfigType] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -151,6 +158,7 @@ class M2FDetHead(Mask2Former, BaseModule):
         self.num_classes = num_things_classes + num_stuff_classes
         self.num_queries = num_queries
         self.ignore_index = ignore_index
+        self.masks_at_input_size = masks_at_input_size
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
         train = train_cfg or {}
@@ -224,9 +232,12 @@ class M2FDetHead(Mask2Former, BaseModule):
 
         Returns:
             Class logits (B, Q, K + 1) and mask logits (B, Q, H, W) upsampled
-            to the padded batch input shape (``batch_input_shape``).
+            to the padded batch input shape (``batch_input_shape``); with
+            ``masks_at_input_size=False``, (B, Q, H / 4, W / 4).
         """
         cls_logits, mask_logits = self.predict_low_res(x)
+        if not self.masks_at_input_size:
+            return cls_logits, mask_logits
         size = batch_data_samples[0].metainfo['batch_input_shape']
         return cls_logits, F.interpolate(mask_logits, size=tuple(size[:2]),
                                          mode='bilinear', align_corners=False)
