@@ -1,10 +1,15 @@
 """Convert a Mask2Former checkpoint to m2f_plugin's layout.
 
     python -m m2f_plugin.tools.convert SRC DST --from mmseg
+    python -m m2f_plugin.tools.convert SRC DST --from mmdet
     python -m m2f_plugin.tools.convert HF_DIR DST --from hf
 
-``--from mmseg``: SRC is an mmseg 1.x / mmdet 3.x built-in Mask2Former
-checkpoint (.pth); head keys are renamed, the rest kept.
+``--from mmseg``: SRC is an mmseg 1.x built-in Mask2Former segmentor
+checkpoint (.pth; head ``decode_head.*``); head keys are renamed, the rest
+kept. ``--from mmdet``: the same for an mmdet 3.x built-in Mask2Former
+detector checkpoint (head ``panoptic_head.*``, for ``M2FDetHead``). Both load
+into our models as they are too (renamed on load); converting once saves the
+renaming and checks the keys.
 
 ``--from hf``: SRC is a directory written by transformers'
 ``Mask2FormerForUniversalSegmentation.save_pretrained`` (config.json +
@@ -32,7 +37,7 @@ from typing import List, Optional
 
 import torch
 
-from ..converters import convert_mmseg_state_dict
+from ..converters import convert_mmdet_state_dict, convert_mmseg_state_dict
 
 
 def _convert_mmseg(args: argparse.Namespace) -> int:
@@ -42,8 +47,10 @@ def _convert_mmseg(args: argparse.Namespace) -> int:
     if not isinstance(state_dict, dict):
         print(f'error: {args.src} holds no state dict', file=sys.stderr)
         return 2
+    convert = (convert_mmdet_state_dict if args.source == 'mmdet'
+               else convert_mmseg_state_dict)
     try:
-        converted, report = convert_mmseg_state_dict(state_dict)
+        converted, report = convert(state_dict)
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -177,7 +184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('src', help="source checkpoint (.pth), or for 'hf' a "
                         'save_pretrained directory or weights file')
     parser.add_argument('dst', help='where to write the converted checkpoint')
-    parser.add_argument('--from', dest='source', choices=['mmseg', 'hf'],
+    parser.add_argument('--from', dest='source', choices=['mmseg', 'mmdet', 'hf'],
                         required=True,
                         help="checkpoint family: 'mmseg' = mmseg 1.x / mmdet "
                         "3.x built-in Mask2Former; 'hf' = transformers "

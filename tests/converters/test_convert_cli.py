@@ -243,3 +243,29 @@ def test_mmseg_refuses_non_mask2former(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'not an mmseg/mmdet Mask2Former state dict' in err
     assert not osp.exists(dst)
+
+
+def test_mmdet_round_trip(builtin_head, tmp_path, capsys):
+    """An mmdet detector checkpoint (``panoptic_head.*``) converts with
+    ``--from mmdet``, and the head keys equal the mmseg conversion's."""
+    head = builtin_head.state_dict()
+    state = {f'panoptic_head.{k}': v for k, v in head.items()}
+    state['backbone.conv1.weight'] = torch.randn(4, 3, 3, 3)
+    src, dst = tmp_path / 'builtin_det.pth', tmp_path / 'ours_det.pth'
+    torch.save({'state_dict': state, 'meta': {}}, src)
+    assert main([str(src), str(dst), '--from', 'mmdet']) == 0
+    assert 'kept 1 other keys' in capsys.readouterr().out
+    converted = torch.load(dst, weights_only=True)['state_dict']
+    seg, _ = convert_mmseg_state_dict(
+        {f'decode_head.{k}': v for k, v in head.items()})
+    det_head = {k[len('panoptic_head.'):]: v for k, v in converted.items()
+                if k.startswith('panoptic_head.')}
+    seg_head = {k[len('decode_head.'):]: v for k, v in seg.items()}
+    assert det_head.keys() == seg_head.keys()
+    assert all(torch.equal(det_head[k], seg_head[k]) for k in seg_head)
+    # an mmseg checkpoint is not an mmdet one: exit 2, nothing written
+    seg_src = tmp_path / 'builtin_seg.pth'
+    torch.save({'state_dict': {f'decode_head.{k}': v for k, v in head.items()}},
+               seg_src)
+    assert main([str(seg_src), str(tmp_path / 'x.pth'), '--from', 'mmdet']) == 2
+    assert 'panoptic_head.pixel_decoder.input_convs' in capsys.readouterr().err
