@@ -28,10 +28,15 @@ def _as_mmseg(pixel_data: dict) -> dict:
 class M2FSemSegMetric(IoUMetric):
     """``IoUMetric`` over mmdet data samples (registered in mmdet's METRICS).
 
+    Its results are prefixed ``sem_seg/`` (``sem_seg/mIoU``), next to
+    ``coco_panoptic/PQ`` and ``coco/segm_mAP``.
+
     Args:
         **kwargs: ``IoUMetric`` arguments (``iou_metrics``,
             ``ignore_index``, ...).
     """
+
+    default_prefix = 'sem_seg'
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Score each sample's ``pred_sem_seg`` against its ``gt_sem_seg``."""

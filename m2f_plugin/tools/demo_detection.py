@@ -44,8 +44,9 @@ def headline(metrics: Dict[str, float]) -> List[str]:
     if 'coco/segm_mAP' in metrics:
         lines.append(f"mask AP {100 * metrics['coco/segm_mAP']:.2f}  AP50 "
                      f"{100 * metrics.get('coco/segm_mAP_50', float('nan')):.2f}")
-    if 'mIoU' in metrics:
-        lines.append(f"mIoU {metrics['mIoU']:.2f}")
+    if 'sem_seg/mIoU' in metrics:
+        lines.append(f"mIoU {metrics['sem_seg/mIoU']:.2f} (the semantic map "
+                     'of the same model)')
     return lines
 
 
@@ -131,13 +132,28 @@ def _evaluator_options(config: str, root: str) -> List[str]:
 
 def _draw(config: str, ckpt: str, root: str, out_dir: str,
           num_images: int = 4) -> List[str]:
-    """``DetInferencer`` overlays (masks, labels, scores) of the first
+    """``DetInferencer`` overlays (segments, labels, scores) of the first
     validation images; returns the PNG paths."""
+    import mmcv
     from mmdet.apis import DetInferencer
 
     import m2f_plugin  # noqa: F401
     images = sorted(glob.glob(osp.join(root, 'img_dir', 'val', '*.png')))
     inferencer = DetInferencer(model=config, weights=ckpt, device='cpu',
                                show_progress=False)
-    inferencer(images[:num_images], out_dir=out_dir, no_save_pred=False)
-    return sorted(glob.glob(osp.join(out_dir, 'vis', '*.png')))
+    void = len(inferencer.model.dataset_meta['classes'])
+    paths = []
+    for path in images[:num_images]:
+        sample = inferencer(path, return_datasamples=True,
+                            no_save_vis=True)['predictions'][0]
+        # mmdet's visualizer cannot draw a panoptic map without segments
+        if 'pred_panoptic_seg' in sample and bool(
+                (sample.pred_panoptic_seg.sem_seg == void).all()):
+            del sample.pred_panoptic_seg
+        out_file = osp.join(out_dir, 'vis', osp.basename(path))
+        inferencer.visualizer.add_datasample(
+            osp.basename(path), mmcv.imread(path, channel_order='rgb'),
+            data_sample=sample, draw_gt=False, show=False,
+            pred_score_thr=0.3, out_file=out_file)
+        paths.append(out_file)
+    return paths

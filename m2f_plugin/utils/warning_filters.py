@@ -84,6 +84,9 @@ LOG_FILTERS: Tuple[Tuple[str, str], ...] = (
      'registry tree.',
      'mmseg has no FUNCTIONS registry; the inferencer and dataloaders fall '
      "back to mmengine's (pseudo_collate), which is the right one"),
+    ('Failed to search registry with scope "mmdet" in the "function" '
+     'registry tree.',
+     "the same for mmdet: DetInferencer's collate function is mmengine's"),
 )
 
 
