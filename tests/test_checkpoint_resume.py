@@ -107,6 +107,19 @@ def test_checkpoint_needs_exactly_the_allow_listed_globals(trained):
 FIXTURES = osp.join(osp.dirname(osp.abspath(__file__)), 'fixtures')
 
 
+def test_allow_list_survives_a_loader_that_lists_the_same_types(trained):
+    """A loader that wraps its ``torch.load`` in torch's ``safe_globals``
+    context with the same bare types (OneDL's mmengine does) removes them
+    on exit; ours stay, so a later plain ``torch.load`` still works."""
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+    _, _, ckpt = trained
+    with torch.serialization.safe_globals([HistoryBuffer, np.ndarray,
+                                           np.dtype, getattr]):
+        torch.load(ckpt, map_location='cpu', weights_only=True)
+    torch.load(ckpt, map_location='cpu', weights_only=True)
+
+
 @pytest.mark.parametrize('numpy_major', [1, 2])
 def test_checkpoints_written_under_either_numpy_load(numpy_major):
     """A checkpoint written under NumPy 1 (``numpy.core`` in its pickle) and

@@ -24,9 +24,10 @@ from tests.helpers import CONFIGS, make_label_maps, mmseg_config_path, seg_data_
 
 
 def _is_mmdet_config(path: str) -> bool:
-    """Detector configs (``mmdet::`` bases): tested in test_configs_mmdet."""
-    with open(path) as f:
-        return 'mmdet::' in f.read()
+    """Detector configs (mmdet's default scope): tested in test_configs_mmdet
+    and test_demo_detection."""
+    return Config.fromfile(path, import_custom_modules=False).get(
+        'default_scope') == 'mmdet'
 
 
 # the segmentor configs (mmseg bases)

@@ -12,6 +12,7 @@ from mmengine.runner import CheckpointLoader
 import m2f_plugin_config_names as names
 from m2f_plugin.utils import pretrained_urls
 from m2f_plugin.utils.pretrained_urls import HOSTS, family_url, installed_family
+from m2f_plugin.utils.version_check import SUPPORTED, installed_version
 from tests.helpers import DEMO_CONFIG, REPO
 
 ZOO = 'mmsegmentation/v0.5/pretrain/swin/swin_tiny_patch4_window7_224_20220317-1cdeb081.pth'
@@ -23,15 +24,17 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 
 def test_prefix_points_at_the_installed_distribution_of_its_family():
-    families = {'mmseg': ('no-such-dist-m2f', 'mmsegmentation'),
-                'mmdet': ('mmdet', 'no-such-dist-m2f'),
+    seg = installed_version(SUPPORTED['mmseg'])[0]  # of either family
+    det = installed_version(SUPPORTED['mmdet'])[0]
+    families = {'mmseg': ('no-such-dist-m2f', seg),
+                'mmdet': (det, 'no-such-dist-m2f'),
                 'mmfoo': ('no-such-dist-a', 'no-such-dist-b')}
-    mapping = {'mmseg': 'no-such-dist-m2f', 'mmdet': 'mmdet',
+    mapping = {'mmseg': 'no-such-dist-m2f', 'mmdet': det,
                'mmfoo': 'no-such-dist-a', 'mmcls': 'mmcls'}
     changed = names.point_at_installed(mapping, families)
-    assert changed == {'mmseg': 'mmsegmentation'}
+    assert changed == {'mmseg': seg}
     # installed stays, nothing installed stays, unknown prefixes untouched
-    assert mapping == {'mmseg': 'mmsegmentation', 'mmdet': 'mmdet',
+    assert mapping == {'mmseg': seg, 'mmdet': det,
                        'mmfoo': 'no-such-dist-a', 'mmcls': 'mmcls'}
 
 

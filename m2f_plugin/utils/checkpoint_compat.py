@@ -49,19 +49,7 @@ def mmengine_checkpoint_globals() -> List[object]:
         multiarray = importlib.import_module('numpy._core.multiarray')
     else:
         multiarray = importlib.import_module('numpy.core.multiarray')
-    globals_: List[object] = [HistoryBuffer]
-    # how a pickled ndarray / NumPy scalar is rebuilt, under both names: a
-    # checkpoint written under NumPy 2 names numpy._core.multiarray, one
-    # written under NumPy 1 numpy.core.multiarray, whichever NumPy loads it
-    for package in ('numpy._core', 'numpy.core'):
-        globals_ += [(multiarray._reconstruct,
-                      f'{package}.multiarray._reconstruct'),
-                     (multiarray.scalar, f'{package}.multiarray.scalar')]
-    globals_ += [
-        np.ndarray,
-        np.dtype,
-        (history_buffer_getattr, 'builtins.getattr'),
-    ]
+    types: List[type] = [HistoryBuffer, np.ndarray, np.dtype]
     # NumPy >= 1.25 pickles the dtype's class (np.dtypes.Float64DType, ...).
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is not None:
@@ -70,7 +58,17 @@ def mmengine_checkpoint_globals() -> List[object]:
                      'UInt8DType', 'UInt16DType', 'UInt32DType', 'UInt64DType',
                      'BoolDType'):
             if hasattr(dtypes, name):
-                globals_.append(getattr(dtypes, name))
+                types.append(getattr(dtypes, name))
+    # each as (object, its pickled name), not bare: torch's safe_globals()
+    # context manager removes its entries on exit by equality, so a loader
+    # that lists the same bare types (OneDL's mmengine does) would otherwise
+    # remove ours for every later torch.load
+    globals_ = [(t, f'{t.__module__}.{t.__qualname__}') for t in types]
+    globals_.append((history_buffer_getattr, 'builtins.getattr'))
+    for package in ('numpy._core', 'numpy.core'):
+        globals_ += [(multiarray._reconstruct,
+                      f'{package}.multiarray._reconstruct'),
+                     (multiarray.scalar, f'{package}.multiarray.scalar')]
     return globals_
 
 

@@ -64,6 +64,23 @@ def _check_class_weight(loss_cls: dict, num_things: int,
             'or correct num_things_classes / num_stuff_classes.')
 
 
+def _check_max_per_image(test_cfg: Optional[dict], num_queries: int,
+                         num_classes: int) -> None:
+    """Instance results keep the top ``max_per_image`` (query, class) pairs
+    (both fusion heads): there must be that many. Checked when the model is
+    built, not at the first validation after hours of training."""
+    if not test_cfg or not test_cfg.get('instance_on', False):
+        return
+    max_per_image = test_cfg.get('max_per_image', 100)
+    pairs = num_queries * num_classes
+    if max_per_image > pairs:
+        raise ValueError(
+            f'test_cfg.max_per_image={max_per_image} is larger than queries '
+            f'x classes = {num_queries} x {num_classes} = {pairs} (instance '
+            'results keep the top max_per_image (query, class) pairs); set '
+            f'test_cfg.max_per_image <= {pairs} or raise num_queries.')
+
+
 def _matcher_cfg(matcher: Optional[ConfigType], train_cfg: Optional[dict],
                  num_points: int) -> dict:
     """The matcher's config: as given, else from mmdet's ``train_cfg``
@@ -87,6 +104,39 @@ def _mask_tensor(masks) -> Tensor:
     array = masks.masks if isinstance(getattr(masks, 'masks', None),
                                       np.ndarray) else masks.to_ndarray()
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _fit_to_input(gt: Tensor, meta: dict, fill: int, field: str) -> Tensor:
+    """Ground truth (..., h, w) -> (..., H, W) at the padded batch input.
+
+    The losses read targets at points relative to the padded batch input
+    (``batch_input_shape``), so smaller ground truth would be stretched over
+    the padding: it is padded bottom-right with ``fill`` instead, as mmdet's
+    ``DetDataPreprocessor`` does with ``pad_mask=True`` / ``pad_seg=True``.
+    Ground truth that cannot be the image's (smaller than ``img_shape`` or
+    larger than the batch input) is an error. Without ``batch_input_shape``
+    in ``meta``, ``gt`` is returned as it is.
+    """
+    size = meta.get('batch_input_shape')
+    if size is None:
+        return gt
+    size = (int(size[0]), int(size[1]))
+    h, w = gt.shape[-2:]
+    if (h, w) == size:
+        return gt
+    img = meta.get('img_shape')
+    low = (int(img[0]), int(img[1])) if img is not None else (0, 0)
+    if not (low[0] <= h <= size[0] and low[1] <= w <= size[1]):
+        raise ValueError(
+            f'{field} of size {(h, w)} do not fit an image of img_shape '
+            f'{low} in a padded batch input of {size}: they must cover the '
+            'image and may not exceed the batch input. Transform them with '
+            'the image in the pipeline, and pad them to the batch input with '
+            'data_preprocessor.pad_mask=True (and pad_seg=True for '
+            'gt_sem_seg).')
+    out = gt.new_full((*gt.shape[:-2], *size), fill)
+    out[..., :h, :w] = gt
+    return out
 
 
 @MODELS.register_module()
@@ -122,7 +172,9 @@ class M2FDetHead(Mask2Former, BaseModule):
             and ``assigner.match_costs`` weights are read, the rest (the
             sampler) is mmdet's machinery this head does not use.
         test_cfg: mmdet's ``model.test_cfg`` (the detector adds it; the
-            fusion head reads it).
+            fusion head reads it). With ``instance_on``, its
+            ``max_per_image`` may not exceed queries x classes (checked
+            here, at build time).
         init_cfg: mmengine's initialisation config.
     """
 
@@ -153,6 +205,8 @@ class M2FDetHead(Mask2Former, BaseModule):
                  init_cfg: Optional[dict] = None) -> None:
         BaseModule.__init__(self, init_cfg=init_cfg)
         _check_class_weight(loss_cls, num_things_classes, num_stuff_classes)
+        _check_max_per_image(test_cfg, num_queries,
+                             num_things_classes + num_stuff_classes)
         self.num_things_classes = num_things_classes
         self.num_stuff_classes = num_stuff_classes
         self.num_classes = num_things_classes + num_stuff_classes
@@ -204,10 +258,17 @@ class M2FDetHead(Mask2Former, BaseModule):
         crowds, are left out as in mmdet) give one target each. With stuff
         classes and a ``gt_sem_seg``, every stuff class present there adds
         one (panoptic: one segment map); without, the instance masks are
-        kept as they are and may overlap.
+        kept as they are and may overlap. Masks and label maps smaller than
+        the padded batch input (a data preprocessor without ``pad_mask`` /
+        ``pad_seg``) are padded to it (``_fit_to_input``).
+
+        Raises:
+            ValueError: Ground truth that does not fit the image, or labels
+                outside ``[0, num_things_classes + num_stuff_classes)``.
         """
         labels = [s.gt_instances.labels for s in batch_data_samples]
-        masks = [_mask_tensor(s.gt_instances.masks)
+        masks = [_fit_to_input(_mask_tensor(s.gt_instances.masks), s.metainfo,
+                               0, 'gt_instances.masks')
                  for s in batch_data_samples]
         if self.num_stuff_classes and any('gt_sem_seg' in s
                                           for s in batch_data_samples):
@@ -222,7 +283,8 @@ class M2FDetHead(Mask2Former, BaseModule):
         """The image's label map; all ``ignore_index`` (no stuff) if it has
         none."""
         if 'gt_sem_seg' in sample:
-            return sample.gt_sem_seg.sem_seg
+            return _fit_to_input(sample.gt_sem_seg.sem_seg, sample.metainfo,
+                                 self.ignore_index, 'gt_sem_seg')
         return torch.full(masks.shape[-2:], self.ignore_index,
                           dtype=torch.long)
 
