@@ -69,6 +69,11 @@ WARNING_FILTERS: Tuple[WarningFilter, ...] = (
         '`reduce_zero_label` will be deprecated, if you would like to ignore '
         'the zero label', UserWarning, ('mmseg.datasets.transforms.loading',),
         "mmseg's own ADE20K pipeline still passes it to LoadAnnotations"),
+    WarningFilter(
+        'faster_coco_eval is not installed, metrics will not be computed',
+        UserWarning, ('mmdet.evaluation.metrics.faster_coco_metric',),
+        "onedl-mmdetection's optional FasterCocoMetric, warned about at "
+        "import; CocoMetric and CocoPanopticMetric do not use it"),
 )
 
 LOG_FILTERS: Tuple[Tuple[str, str], ...] = (
