@@ -32,12 +32,12 @@ from m2f_plugin.converters import convert_mmdet_state_dict
 pytest.importorskip('mmdet')
 from mmdet.registry import MODELS  # noqa: E402
 
-from tests.models.test_equivalence_mmdet import (  # noqa: E402
+from tests.helpers.mmdet import (  # noqa: E402
     PANOPTIC,
     H,
     W,
-    _mmdet_config,
-    _our_head,
+    mmdet_config,
+    our_head,
     panoptic_samples,
 )
 
@@ -66,7 +66,7 @@ def pair():
     weights, in training mode."""
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=False)
-    model = copy.deepcopy(_mmdet_config(PANOPTIC).model)
+    model = copy.deepcopy(mmdet_config(PANOPTIC).model)
     model.backbone.update(depth=18, init_cfg=None)
     head = model.panoptic_head
     head.in_channels = [64, 128, 256, 512]
@@ -76,7 +76,7 @@ def pair():
     model.train_cfg.num_points = 256
     _narrow(head, 64)
     ours_cfg = copy.deepcopy(model)
-    ours_cfg.panoptic_head = _our_head(head)
+    ours_cfg.panoptic_head = our_head(head)
     with DefaultScope.overwrite_default_scope('mmdet'):
         torch.manual_seed(0)
         builtin = MODELS.build(model)
