@@ -56,8 +56,9 @@ IGNORE_INDEX = 255
 THING_CLASSES = CLASSES[1:]
 STUFF_CLASSES = CLASSES[:1]
 PANOPTIC_CLASSES = THING_CLASSES + STUFF_CLASSES
-THING_PALETTE = PALETTE[1:]
-PANOPTIC_PALETTE = PALETTE[1:] + PALETTE[:1]
+# tuples: mmdet's visualizer takes a list as several colours
+THING_PALETTE = [tuple(c) for c in PALETTE[1:]]
+PANOPTIC_PALETTE = THING_PALETTE + [tuple(PALETTE[0])]
 BACKGROUND_CATEGORY_ID = len(CLASSES)
 # an instance needs this many visible pixels outside the ignore band; a
 # smaller remnant is nearly all edge and no useful object

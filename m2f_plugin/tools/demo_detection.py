@@ -146,10 +146,14 @@ def _draw(config: str, ckpt: str, root: str, out_dir: str,
     for path in images[:num_images]:
         sample = inferencer(path, return_datasamples=True,
                             no_save_vis=True)['predictions'][0]
-        # mmdet's visualizer cannot draw a panoptic map without segments
-        if 'pred_panoptic_seg' in sample and bool(
-                (sample.pred_panoptic_seg.sem_seg == void).all()):
-            del sample.pred_panoptic_seg
+        if 'pred_panoptic_seg' in sample:
+            if bool((sample.pred_panoptic_seg.sem_seg == void).all()):
+                # mmdet's visualizer cannot draw a map without segments
+                del sample.pred_panoptic_seg
+            else:  # the panoptic overlay alone: the others overlap it
+                for key in ('pred_instances', 'pred_sem_seg'):
+                    if key in sample:
+                        delattr(sample, key)
         out_file = osp.join(out_dir, 'vis', osp.basename(path))
         inferencer.visualizer.add_datasample(
             osp.basename(path), mmcv.imread(path, channel_order='rgb'),
