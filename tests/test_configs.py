@@ -9,7 +9,7 @@ import copy
 import glob
 import os.path as osp
 import socket
-from typing import Any, Dict, List
+from typing import Any, List
 
 import pytest
 import torch
@@ -21,6 +21,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from m2f_plugin.utils.pretrained_urls import HOSTS, family_url, installed_family
 from tests.helpers import CONFIGS, make_label_maps, mmseg_config_path, seg_data_samples
+from tests.helpers.configs import (
+    assert_pairs_equal,
+    config_diff,
+    flat,
+    strip_scope,
+)
 
 
 def _is_mmdet_config(path: str) -> bool:
@@ -78,14 +84,6 @@ def _registered():
     register_all_modules(init_default_scope=True)
 
 
-def _strip_scope(obj: Any) -> Any:
-    """Drop the ``_scope_`` keys that ``mmseg::`` bases add."""
-    if isinstance(obj, dict):
-        return {k: _strip_scope(v) for k, v in obj.items() if k != '_scope_'}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_strip_scope(v) for v in obj)
-    return obj
-
 
 def _on_family_host(obj: Any) -> Any:
     """Weight URLs as the installed toolbox family serves them (its configs
@@ -99,15 +97,6 @@ def _on_family_host(obj: Any) -> Any:
         return type(obj)(_on_family_host(v) for v in obj)
     return obj
 
-
-def _flat(obj: Any, prefix: str = '') -> Dict[str, Any]:
-    """Nested dicts -> {'a.b.c': leaf}; lists are leaves."""
-    if isinstance(obj, dict) and obj:
-        out: Dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flat(v, f'{prefix}.{k}' if prefix else str(k)))
-        return out
-    return {prefix: obj}
 
 
 def _replace_syncbn(obj: Any) -> Any:
@@ -239,8 +228,8 @@ def test_same_settings_as_mmseg_builtin(path):
     """Everything but the head, custom_imports and the (extended) evaluators
     equals mmseg's own config of the same name: backbone, data preprocessor,
     pipelines, dataloaders, optimizer, schedule, loops, hooks, runtime."""
-    ours = _flat(_on_family_host(_strip_scope(Config.fromfile(path).to_dict())))
-    ref = _flat(_strip_scope(
+    ours = flat(_on_family_host(strip_scope(Config.fromfile(path).to_dict())))
+    ref = flat(strip_scope(
         Config.fromfile(osp.join(MMSEG_M2F, osp.basename(path))).to_dict()))
     skip = ('model.decode_head', 'custom_imports', 'val_evaluator',
             'test_evaluator')
@@ -250,9 +239,7 @@ def test_same_settings_as_mmseg_builtin(path):
         'M2FOptimWrapperConstructor')
     assert ours.pop('optim_wrapper.optimizer.fused') is True
     assert ours.pop('optimizer.fused', True) is True  # the config's variable
-    keys = {k for k in set(ours) | set(ref) if not k.startswith(skip)}
-    diff = {k: (ours.get(k, '<missing>'), ref.get(k, '<missing>'))
-            for k in keys if ours.get(k, '<missing>') != ref.get(k, '<missing>')}
+    diff = config_diff(ours, ref, skip)
     assert not diff, diff
     # the pieces the brief names are really in there (not silently absent)
     for k in ('optim_wrapper.optimizer.lr', 'param_scheduler',
@@ -317,10 +304,7 @@ def test_head_hyper_parameters_as_mmseg_builtin(path):
         (ours.matcher.cost_mask, costs['mmdet.CrossEntropyLossCost'].weight),
         (ours.matcher.cost_dice, costs['mmdet.DiceCost'].weight),
     ]
-    for i, (a, b) in enumerate(assert_pairs):
-        a = list(a) if isinstance(a, (list, tuple)) else a
-        b = list(b) if isinstance(b, (list, tuple)) else b
-        assert a == b, (i, a, b)
+    assert_pairs_equal(assert_pairs)
 
 
 def test_mit_backbones_are_mmsegs_segformer_backbones():
@@ -328,7 +312,7 @@ def test_mit_backbones_are_mmsegs_segformer_backbones():
     segformer config's."""
     for ours, ref in ((MIT_B0, 'segformer_mit-b0_8xb2-160k_ade20k-512x512.py'),
                       (MIT_B5, 'segformer_mit-b5_8xb2-160k_ade20k-512x512.py')):
-        a = _on_family_host(_strip_scope(
+        a = _on_family_host(strip_scope(
             Config.fromfile(osp.join(CONFIGS, ours)).to_dict()))
         b = Config.fromfile(mmseg_config_path(f'segformer/{ref}')).to_dict()
         assert a['model']['backbone'] == b['model']['backbone']
@@ -436,7 +420,7 @@ def test_fast_configs_switch_on_their_options():
         assert (type(head).__name__ == 'M2FGraphedHead') is expect['graph']
         assert getattr(head, 'cuda_graph', False) is expect['graph']
         assert getattr(head, 'cuda_graph_train', False) is expect['graph']
-        ours, ref = _flat(cfg.to_dict()), _flat(base.to_dict())
+        ours, ref = flat(cfg.to_dict()), flat(base.to_dict())
         changed = {k for k in set(ours) | set(ref)
                    if ours.get(k) != ref.get(k)}
         assert changed <= {'model.type', 'model.decode_head.type',

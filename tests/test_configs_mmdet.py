@@ -8,12 +8,17 @@ from __future__ import annotations
 import copy
 import glob
 import os.path as osp
-from typing import Any, Dict
 
 import pytest
 from mmengine.config import Config
 
 from tests.helpers import CONFIGS
+from tests.helpers.configs import (
+    assert_pairs_equal,
+    config_diff,
+    flat,
+    strip_scope,
+)
 
 COCO = sorted(glob.glob(osp.join(CONFIGS, 'mask2former_coco', '*.py')))
 CUSTOM_IMPORTS = dict(imports=['m2f_plugin'], allow_failed_imports=False)
@@ -25,21 +30,6 @@ def _mmdet_config(name: str) -> str:
                     'mask2former', name)
 
 
-def _strip_scope(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _strip_scope(v) for k, v in obj.items() if k != '_scope_'}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_strip_scope(v) for v in obj)
-    return obj
-
-
-def _flat(obj: Any, prefix: str = '') -> Dict[str, Any]:
-    if isinstance(obj, dict) and obj:
-        out: Dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flat(v, f'{prefix}.{k}' if prefix else str(k)))
-        return out
-    return {prefix: obj}
 
 
 def test_inventory():
@@ -57,15 +47,13 @@ def test_same_settings_as_mmdet_builtin_except_the_head(path):
     ours_cfg = Config.fromfile(path)
     assert ours_cfg.custom_imports == CUSTOM_IMPORTS
     assert ours_cfg.default_scope == 'mmdet'
-    ours = _flat(_strip_scope(ours_cfg.to_dict()))
-    ref = _flat(_strip_scope(
+    ours = flat(strip_scope(ours_cfg.to_dict()))
+    ref = flat(strip_scope(
         Config.fromfile(_mmdet_config(osp.basename(path))).to_dict()))
     assert ours.pop('model.panoptic_fusion_head.type') == 'M2FFusionHead'
     assert ref.pop('model.panoptic_fusion_head.type') == 'MaskFormerFusionHead'
     skip = ('model.panoptic_head', 'custom_imports')
-    keys = {k for k in set(ours) | set(ref) if not k.startswith(skip)}
-    diff = {k: (ours.get(k, '<missing>'), ref.get(k, '<missing>'))
-            for k in keys if ours.get(k, '<missing>') != ref.get(k, '<missing>')}
+    diff = config_diff(ours, ref, skip)
     assert not diff, diff
     for k in ('train_pipeline', 'test_pipeline', 'model.backbone.type',
               'model.train_cfg.num_points', 'param_scheduler',
@@ -121,10 +109,7 @@ def test_head_hyper_parameters_as_mmdet_builtin(path):
         (ours.matcher.cost_mask, costs['CrossEntropyLossCost'].weight),
         (ours.matcher.cost_dice, costs['DiceCost'].weight),
     ]
-    for i, (a, b) in enumerate(pairs):
-        a = list(a) if isinstance(a, (list, tuple)) else a
-        b = list(b) if isinstance(b, (list, tuple)) else b
-        assert a == b, (i, a, b)
+    assert_pairs_equal(pairs)
     # the fusion head keeps mmdet's class split
     fusion = cfg.model.panoptic_fusion_head
     assert (fusion.num_things_classes, fusion.num_stuff_classes) == (
