@@ -26,7 +26,7 @@ from .utils.pretrained_urls import follow_installed_family  # noqa: E402
 
 follow_installed_family()  # OpenMMLab-hosted weights from the installed family
 
-from . import datasets, engine, evaluation, models  # noqa: E402,F401  (registers)
+from . import datasets, engine, evaluation, models, visualization  # noqa: E402,F401  (registers)
 from .accel import compile_hook, graphed_head, graphed_segmentor  # noqa: E402,F401
 from .registry import register_in_mmdet  # noqa: E402
 

@@ -239,6 +239,8 @@ def test_same_settings_as_mmseg_builtin(path):
         'M2FOptimWrapperConstructor')
     assert ours.pop('optim_wrapper.optimizer.fused') is True
     assert ours.pop('optimizer.fused', True) is True  # the config's variable
+    # deliberate: readable overlays (m2f_plugin/visualization)
+    assert ours.pop('visualizer.alpha') == 0.5
     diff = config_diff(ours, ref, skip)
     assert not diff, diff
     # the pieces the brief names are really in there (not silently absent)

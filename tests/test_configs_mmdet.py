@@ -52,6 +52,9 @@ def test_same_settings_as_mmdet_builtin_except_the_head(path):
         Config.fromfile(_mmdet_config(osp.basename(path))).to_dict()))
     assert ours.pop('model.panoptic_fusion_head.type') == 'M2FFusionHead'
     assert ref.pop('model.panoptic_fusion_head.type') == 'MaskFormerFusionHead'
+    # deliberate: readable overlays (m2f_plugin/visualization)
+    assert ours.pop('visualizer.type') == 'M2FDetLocalVisualizer'
+    assert ref.pop('visualizer.type') == 'DetLocalVisualizer'
     skip = ('model.panoptic_head', 'custom_imports')
     diff = config_diff(ours, ref, skip)
     assert not diff, diff

@@ -4,10 +4,12 @@ The COCO instance / panoptic files are tested in ``tests/datasets``."""
 from __future__ import annotations
 
 import hashlib
+import os
 import os.path as osp
 import shutil
 
 import numpy as np
+import pytest
 from mmseg.registry import DATASETS
 
 from m2f_plugin.datasets import (
@@ -15,6 +17,7 @@ from m2f_plugin.datasets import (
     M2FSyntheticShapesDataset,
     generate_synthetic_shapes,
 )
+from m2f_plugin.utils import FolderNotOursError
 
 
 def _digest(root: str) -> str:
@@ -92,3 +95,95 @@ def test_root_written_before_coco_files_is_completed(tmp_path):
             assert osp.exists(osp.join(root, 'annotations',
                                        f'{kind}_{split}.json'))
     assert _digest_files(root) == before
+
+
+def _tree_bytes(root: str) -> dict:
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = osp.join(dirpath, name)
+            with open(path, 'rb') as f:
+                out[osp.relpath(path, root)] = f.read()
+    return out
+
+
+def _users_coco_folder(root: str) -> dict:
+    """A user's own COCO panoptic layout: a JSON and one image."""
+    os.makedirs(osp.join(root, 'annotations'))
+    os.makedirs(osp.join(root, 'img_dir', 'train'))
+    with open(osp.join(root, 'annotations', 'panoptic_train.json'), 'w') as f:
+        f.write('{"images": [], "annotations": [], "categories": '
+                '[{"id": 7, "name": "mine", "isthing": 1}]}')
+    with open(osp.join(root, 'img_dir', 'train', '0000.png'), 'wb') as f:
+        f.write(b'not really a png, but the user\'s bytes')
+    return _tree_bytes(root)
+
+
+@pytest.mark.parametrize('dataset_type', [
+    'M2FSyntheticShapesDataset', 'M2FSyntheticShapesPanopticDataset',
+    'M2FSyntheticShapesCocoDataset'])
+def test_users_folder_is_never_written(tmp_path, dataset_type):
+    """The demo's data-set type pointed at a user's folder writes nothing
+    there and says which data-set type to use instead."""
+    from mmdet.registry import DATASETS as MMDET_DATASETS
+    from mmengine.registry import DefaultScope
+    root = str(tmp_path / 'my_data')
+    before = _users_coco_folder(root)
+    semantic = dataset_type == 'M2FSyntheticShapesDataset'
+    cfg = dict(type=dataset_type, data_root=root, num_train=2, num_val=1,
+               size=32, pipeline=[])
+    if not semantic:
+        cfg['split'] = 'train'
+    with pytest.raises(FolderNotOursError) as err, \
+            DefaultScope.overwrite_default_scope(
+                'mmseg' if semantic else 'mmdet'):
+        (DATASETS if semantic else MMDET_DATASETS).build(cfg)
+    assert _tree_bytes(root) == before  # not a byte changed or added
+    msg = str(err.value)
+    assert repr(root) in msg
+    for fix in ('CocoPanopticDataset', 'CocoDataset', 'BaseSegDataset',
+                'm2f_plugin.tools.new_config', 'new or empty folder'):
+        assert fix in msg
+
+
+def test_annotation_file_not_written_by_the_generator_is_kept(tmp_path):
+    """In a folder the generator made, a JSON the user put there (or edited)
+    is not replaced on regeneration."""
+    root = str(tmp_path / 's')
+    generate_synthetic_shapes(root, 2, 1, 32)
+    ann = osp.join(root, 'annotations', 'panoptic_train.json')
+    with open(ann, 'w') as f:
+        f.write('{"my": "own annotations"}')
+    with pytest.raises(FolderNotOursError, match='panoptic_train.json'):
+        generate_synthetic_shapes(root, 3, 1, 32)  # another size: regenerates
+    with open(ann) as f:
+        assert f.read() == '{"my": "own annotations"}'
+
+
+def test_own_folder_regenerates_and_empty_folder_is_claimed(tmp_path):
+    """The generator's own folder is regenerated for another size; an empty
+    existing folder is claimed; a legacy folder (``.complete`` only) is
+    still the generator's."""
+    root = str(tmp_path / 's')
+    generate_synthetic_shapes(root, 2, 1, 32)
+    generate_synthetic_shapes(root, 3, 1, 32)
+    assert osp.exists(osp.join(root, 'img_dir', 'train', '0002.png'))
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    generate_synthetic_shapes(str(empty), 1, 1, 32)
+    assert (empty / 'annotations' / 'instances_val.json').exists()
+    legacy = str(tmp_path / 'legacy')
+    generate_synthetic_shapes(legacy, 1, 1, 32)
+    os.remove(osp.join(legacy, '.m2f_synthetic_shapes'))
+    generate_synthetic_shapes(legacy, 2, 1, 32)
+    assert osp.exists(osp.join(legacy, 'img_dir', 'train', '0001.png'))
+
+
+def test_refusal_through_the_tool(tmp_path, capsys):
+    from m2f_plugin.tools.make_synthetic_data import main
+    root = str(tmp_path / 'mine')
+    before = _users_coco_folder(root)
+    with pytest.raises(FolderNotOursError):
+        main(['--out', root, '--num-train', '1', '--num-val', '1',
+              '--size', '32', '--force'])
+    assert _tree_bytes(root) == before

@@ -104,3 +104,5 @@ default_hooks = dict(
 randomness = dict(seed=0)
 # exact resume: carry the random state (point sampling, augmentation) in checkpoints
 custom_hooks = [dict(type='M2FRandomStateHook')]
+# see-through overlays (MMSegInferencer too): mmseg's default alpha is 0.8
+visualizer = dict(alpha=0.5)

@@ -160,3 +160,6 @@ log_processor = dict(window_size=20, by_epoch=False)
 randomness = dict(seed=0)
 # exact resume: carry the random state (point sampling, augmentation) in checkpoints
 custom_hooks = [dict(type='M2FRandomStateHook')]
+# one kind of result per image (panoptic, else instances), see-through
+# masks, labels inside the image (DetInferencer too)
+visualizer = dict(type='M2FDetLocalVisualizer')

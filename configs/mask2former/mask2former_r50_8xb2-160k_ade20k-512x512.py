@@ -69,3 +69,5 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# see-through overlays (MMSegInferencer too): mmseg's default alpha is 0.8
+visualizer = dict(alpha=0.5)

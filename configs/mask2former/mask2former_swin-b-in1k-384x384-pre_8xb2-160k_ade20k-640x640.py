@@ -137,3 +137,5 @@ default_hooks = dict(
 #       or not by default.
 #   - `base_batch_size` = (8 GPUs) x (2 samples per GPU).
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# see-through overlays (MMSegInferencer too): mmseg's default alpha is 0.8
+visualizer = dict(alpha=0.5)

@@ -47,3 +47,6 @@ model = dict(
         # stride-4 masks: the fusion head upsamples only what it keeps
         masks_at_input_size=False),
     panoptic_fusion_head=dict(type='M2FFusionHead'))
+# one kind of result per image (panoptic, else instances), see-through
+# masks, labels inside the image (DetInferencer too)
+visualizer = dict(type='M2FDetLocalVisualizer')

@@ -36,6 +36,8 @@ import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from ..utils.owned_folder import claim_folder, owns_folder, write_owned_file
+
 __all__ = ['CLASSES', 'PALETTE', 'THING_CLASSES', 'STUFF_CLASSES',
            'PANOPTIC_CLASSES', 'THING_PALETTE', 'PANOPTIC_PALETTE',
            'BACKGROUND_CATEGORY_ID', 'MIN_INSTANCE_AREA', 'ShapeSample',
@@ -293,9 +295,24 @@ def _categories(panoptic: bool) -> List[dict]:
     return cats
 
 
-def _write_json(path: str, obj: dict) -> None:
-    with open(path, 'w') as f:  # one ``dumps``: the fast C encoder
-        f.write(json.dumps(obj, separators=(',', ':')))
+# the generator writes only into folders it created (marker ``.<_OWNER>``)
+_OWNER = 'm2f_synthetic_shapes'
+_ANNOTATION_FILES = tuple(f'annotations/{kind}_{split}.json'
+                          for kind in ('instances', 'panoptic')
+                          for split in ('train', 'val'))
+_OWN_DATA_FIX = (
+    "To train on your own data, use the toolboxes' data set types instead of "
+    "the synthetic ones: 'CocoPanopticDataset' (panoptic) or 'CocoDataset' "
+    "(instance) from mmdet, 'BaseSegDataset' (semantic) from mmseg; "
+    "`python -m m2f_plugin.tools.new_config` writes such a config "
+    '(docs/own_data.md). To generate the synthetic set, point data_root at a '
+    'new or empty folder, or set generate=False to read one that exists.')
+
+
+def _write_json(root: str, relpath: str, obj: dict) -> None:
+    # one ``dumps``: the fast C encoder; never over a file we did not write
+    write_owned_file(root, _OWNER, relpath,
+                     json.dumps(obj, separators=(',', ':')).encode())
 
 
 def generate_synthetic_shapes(root: str, num_train: int = 400,
@@ -318,11 +335,19 @@ def generate_synthetic_shapes(root: str, num_train: int = 400,
 
     Returns:
         ``root``.
+
+    Raises:
+        FolderNotOursError: ``root`` is a non-empty folder the generator did
+            not create, or one of its annotation files is not the
+            generator's own. Nothing is written then.
     """
     marker = osp.join(root, _DONE)
     tag = f'{num_train} {num_val} {size} {seed} {_FORMAT}'
-    if not force and osp.exists(marker) and open(marker).read() == tag:
+    if (not force and owns_folder(root, _OWNER) and osp.exists(marker)
+            and open(marker).read() == tag):
         return root
+    claim_folder(root, _OWNER, 'synthetic shapes', _OWN_DATA_FIX,
+                 legacy_marker=_DONE, legacy_files=_ANNOTATION_FILES)
     ann_root = osp.join(root, 'annotations')
     for split, count, split_seed in (('train', num_train, seed),
                                      ('val', num_val, seed + 10_000)):
@@ -350,10 +375,10 @@ def generate_synthetic_shapes(root: str, num_train: int = 400,
             instances.extend(anns)
             panoptic.append({'image_id': image_id, 'file_name': name,
                              'segments_info': segments})
-        _write_json(osp.join(ann_root, f'instances_{split}.json'),
+        _write_json(root, f'annotations/instances_{split}.json',
                     {'images': images, 'annotations': instances,
                      'categories': _categories(panoptic=False)})
-        _write_json(osp.join(ann_root, f'panoptic_{split}.json'),
+        _write_json(root, f'annotations/panoptic_{split}.json',
                     {'images': images, 'annotations': panoptic,
                      'categories': _categories(panoptic=True)})
     with open(marker, 'w') as f:

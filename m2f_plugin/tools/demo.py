@@ -33,6 +33,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+# the demo empties its work folder before each run: only a folder it made
+_WORK_DIR_FIX = ('Pass --work-dir a new folder; the demo empties its work '
+                 'folder before each run.')
 # realpath: setup_env.sh links site-packages/m2f_plugin to the checkout
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.realpath(__file__))))
 DEMO_CONFIG = 'configs/demo/mask2former_r18-tiny_1xb8-300it_synthetic-128x128.py'
@@ -409,8 +412,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'[demo] data ready in {args.data_root} ({time.time() - t0:.1f} s)')
 
     work_dir = osp.abspath(args.work_dir)
-    if osp.isdir(work_dir):
-        shutil.rmtree(work_dir)  # a fresh run each time: no stale "best"
+    # a fresh run each time (no stale "best"), never in someone else's folder
+    from m2f_plugin.utils.owned_folder import fresh_owned_folder
+    fresh_owned_folder(work_dir, 'm2f_demo', 'demo run', _WORK_DIR_FIX,
+                       legacy_marker='summary.png')
     options = [f'train_dataloader.dataset.data_root={args.data_root}',
                f'val_dataloader.dataset.data_root={args.data_root}',
                f'test_dataloader.dataset.data_root={args.data_root}']

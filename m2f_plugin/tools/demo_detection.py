@@ -14,10 +14,12 @@ from __future__ import annotations
 import glob
 import json
 import os.path as osp
-import shutil
 import time
 from typing import Dict, List, Optional
 
+# the demo empties its work folder before each run: only a folder it made
+_WORK_DIR_FIX = ('Pass --work-dir a new folder; the demo empties its work '
+                 'folder before each run.')
 __all__ = ['DETECTION_CONFIGS', 'headline', 'run_detection_demo']
 
 DETECTION_CONFIGS = {
@@ -82,8 +84,10 @@ def run_detection_demo(task: str, work_dir: str, data_root: str,
                     'default_hooks.logger.interval='
                     f'{max(1, min(20, iters // 10))}']
     work_dir = osp.abspath(work_dir)
-    if osp.isdir(work_dir):
-        shutil.rmtree(work_dir)  # a fresh run each time: no stale "best"
+    # a fresh run each time (no stale "best"), never in someone else's folder
+    from m2f_plugin.utils.owned_folder import fresh_owned_folder
+    fresh_owned_folder(work_dir, 'm2f_demo', 'demo run', _WORK_DIR_FIX,
+                       legacy_marker='inference')
     t0 = time.time()
     run([mim, 'train', 'm2f_plugin', config, '--gpus', '0', '--work-dir',
          work_dir, '--cfg-options', *options])
@@ -134,30 +138,15 @@ def _draw(config: str, ckpt: str, root: str, out_dir: str,
           num_images: int = 4) -> List[str]:
     """``DetInferencer`` overlays (segments, labels, scores) of the first
     validation images; returns the PNG paths."""
-    import mmcv
     from mmdet.apis import DetInferencer
 
     import m2f_plugin  # noqa: F401
     images = sorted(glob.glob(osp.join(root, 'img_dir', 'val', '*.png')))
     inferencer = DetInferencer(model=config, weights=ckpt, device='cpu',
                                show_progress=False)
-    void = len(inferencer.model.dataset_meta['classes'])
-    paths = []
-    for path in images[:num_images]:
-        sample = inferencer(path, return_datasamples=True,
-                            no_save_vis=True)['predictions'][0]
-        if 'pred_panoptic_seg' in sample:
-            if bool((sample.pred_panoptic_seg.sem_seg == void).all()):
-                # mmdet's visualizer cannot draw a map without segments
-                del sample.pred_panoptic_seg
-            else:  # the panoptic overlay alone: the others overlap it
-                for key in ('pred_instances', 'pred_sem_seg'):
-                    if key in sample:
-                        delattr(sample, key)
-        out_file = osp.join(out_dir, 'vis', osp.basename(path))
-        inferencer.visualizer.add_datasample(
-            osp.basename(path), mmcv.imread(path, channel_order='rgb'),
-            data_sample=sample, draw_gt=False, show=False,
-            pred_score_thr=0.3, out_file=out_file)
-        paths.append(out_file)
-    return paths
+    # exactly a user's call: the config's M2FDetLocalVisualizer draws the
+    # panoptic map alone (else the instances), see-through
+    inferencer(images[:num_images], out_dir=out_dir, pred_score_thr=0.3,
+               no_save_pred=True)
+    return [osp.join(out_dir, 'vis', osp.basename(p))
+            for p in images[:num_images]]
