@@ -82,7 +82,58 @@ def test_user_config_outside_repo_trains_and_tests(tmp_path, data_root):
     log = out.stdout + out.stderr
     assert "type='SegTTAModel'" in log and "type='TestTimeAug'" in log
     tta = json.loads((tmp_path / 'tta' / 'test_metrics.json').read_text())
-    assert 0 <= tta['mIoU'] <= 100
+    # the same numbers computed here from the checkpoint: each view through
+    # the model, the views' class probabilities averaged (SegTTAModel)
+    plain, flipped, merged = _tta_miou(str(user_cfg), str(ckpt), data_root)
+    print(f'mIoU: plain {plain} flipped {flipped} merged {merged}; '
+          f'tools/test.py {metrics["mIoU"]}, --tta {tta["mIoU"]}')
+    assert metrics['mIoU'] == pytest.approx(plain, abs=0.01)
+    assert tta['mIoU'] == pytest.approx(merged, abs=0.01)
+
+
+@torch.no_grad()
+def _tta_miou(config: str, ckpt: str, data_root: str):
+    """mIoU of the plain view, of the flipped view and of their merge (the
+    argmax of the mean of the two views' softmax, the flipped one flipped
+    back by the model), on the 4 validation images, computed in this
+    process from the checkpoint, one image per batch as tools/test.py."""
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.runner import load_checkpoint
+    from mmseg.evaluation import IoUMetric
+    from mmseg.registry import DATASETS, MODELS
+    model = MODELS.build(Config.fromfile(config).model)
+    load_checkpoint(model, ckpt, map_location='cpu')
+    model.eval()
+
+    def views(flip: bool):
+        ds = DATASETS.build(dict(
+            type='M2FSyntheticShapesDataset', data_root=data_root,
+            num_train=16, num_val=4, size=64,
+            data_prefix=dict(img_path='img_dir/val',
+                             seg_map_path='ann_dir/val'),
+            pipeline=[dict(type='LoadImageFromFile'),
+                      dict(type='RandomFlip', prob=float(flip),
+                           direction='horizontal'),
+                      dict(type='LoadAnnotations'),
+                      dict(type='PackSegInputs')]))
+        return [model.test_step(pseudo_collate([ds[i]]))[0]
+                for i in range(len(ds))]
+
+    plain, flipped = views(False), views(True)
+    merged = [(a.seg_logits.data.softmax(0) + b.seg_logits.data.softmax(0))
+              .argmax(0, keepdim=True) for a, b in zip(plain, flipped)]
+
+    def miou(preds):
+        metric = IoUMetric()
+        metric.dataset_meta = dict(classes=tuple(range(6)))
+        for pred, sample in zip(preds, plain):
+            metric.process({}, [dict(pred_sem_seg=dict(data=pred),
+                                     gt_sem_seg=sample.gt_sem_seg.to_dict())])
+        return metric.compute_metrics(metric.results)['mIoU']
+
+    return (miou([p.pred_sem_seg.data for p in plain]),
+            miou([f.pred_sem_seg.data for f in flipped]), miou(merged))
 
 
 def test_class_count_mismatch_stops_train_before_the_first_step(

@@ -1,6 +1,7 @@
 """A diverging run of the demo config through tools/train.py, as a user runs
 it: it stops with the error, keeps only finite checkpoints, and the command
-the error prints resumes it."""
+the error prints resumes it. The panoptic detector (mmdet's Mask2Former with
+``M2FDetHead``) stops the same way in an mmengine Runner."""
 from __future__ import annotations
 
 import glob
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 
+from m2f_plugin.engine import M2FNonFiniteError
 from tests.engine import (
     checkpoints,
     demo_options,
@@ -17,7 +19,11 @@ from tests.engine import (
     run,
     train_cmd,
 )
-from tests.helpers import DEMO_CONFIG
+from tests.helpers import CONFIGS, DEMO_CONFIG
+
+PANOPTIC_DEMO = osp.join(
+    CONFIGS, 'demo',
+    'mask2former_r18-tiny_1xb8-600it_synthetic-panoptic-128x128.py')
 
 
 @pytest.fixture(scope='module')
@@ -102,3 +108,70 @@ def test_the_printed_command_resumes_from_the_last_good_checkpoint(
     assert checkpoints(work) == ['best_mIoU_iter_6.pth', 'iter_4.pth',
                                  'iter_6.pth']
     assert nonfinite_checkpoints(work) == []
+
+
+def _detector_runner(work: str, data_root: str, max_iters: int):
+    """The panoptic demo config, small: 64 x 64 images, batch 2, 256 points,
+    no validation, no checkpoints, the guards of tools/train.py declared in
+    the config."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(PANOPTIC_DEMO)
+    cfg.work_dir = work
+    cfg.train_dataloader.update(
+        batch_size=2, num_workers=0, persistent_workers=False,
+        sampler=dict(type='InfiniteSampler', shuffle=False))
+    cfg.train_dataloader.dataset.update(data_root=data_root, num_train=8,
+                                        num_val=2, size=64)
+    for loop in ('val', 'test'):
+        cfg[f'{loop}_dataloader'] = cfg[f'{loop}_cfg'] = None
+        cfg[f'{loop}_evaluator'] = None
+    head = cfg.model.panoptic_head
+    head.num_points = head.matcher.num_points = 256
+    cfg.train_cfg.update(max_iters=max_iters, val_interval=10**6)
+    cfg.param_scheduler[0].end = max_iters
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint.update(interval=10**6, save_best=None)
+    cfg.custom_hooks = cfg.custom_hooks + [
+        dict(type='M2FNonFiniteLossHook'), dict(type='M2FFiniteCheckpointHook')]
+    cfg.experiment_name = f'detector_nan_{osp.basename(work)}'
+    cfg.visualizer.name = cfg.experiment_name  # one instance per run
+    return Runner.from_cfg(cfg)
+
+
+def test_detector_run_stops_at_a_nan_loss_term(tmp_path, data_root,
+                                               monkeypatch):
+    """mmdet's Mask2Former with our head: one loss term of the head becomes
+    NaN at iteration 2 (forward and backward). The run stops there and
+    names that term (mmdet's key, no ``decode.`` prefix) and the two
+    images."""
+    work = str(tmp_path / 'work')
+    runner = _detector_runner(work, data_root, 3)
+    head = runner.model.panoptic_head
+    assert type(head).__name__ == 'M2FDetHead'
+    real_loss, calls = head.loss, []
+
+    def loss(*args, **kwargs):
+        losses = real_loss(*args, **kwargs)
+        calls.append(sorted(losses))
+        if len(calls) == 2:
+            losses['d1.loss_dice'] = losses['d1.loss_dice'] * float('nan')
+        return losses
+
+    monkeypatch.setattr(head, 'loss', loss)
+    with pytest.raises(M2FNonFiniteError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert len(calls) == 2
+    assert 'd1.loss_dice' in calls[0] and 'loss_cls' in calls[0]
+    assert msg.startswith('Loss became infinite or NaN at iteration=2 '
+                          '(of max_iters=3).'), msg
+    terms = next(line for line in msg.splitlines()
+                 if line.startswith('Non-finite terms'))
+    assert terms == 'Non-finite terms (2): loss=nan, d1.loss_dice=nan', terms
+    images = [line for line in msg.splitlines() if '/img_dir/train/' in line]
+    assert len(images) == 2, msg
+    assert all(line.endswith('.png  (input finite)') for line in images)
+    assert 'the training diverged' in msg
+    assert 'No checkpoint of this run was written' in msg
+    assert checkpoints(work) == []

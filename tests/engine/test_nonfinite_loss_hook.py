@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os.path as osp
+from typing import List
 
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.hooks import RuntimeInfoHook
+from mmengine.hooks import Hook, RuntimeInfoHook
 from mmengine.logging import MessageHub
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.structures import BaseDataElement
@@ -156,6 +157,42 @@ def test_auto_policy_skips_under_amp_and_stops_after_n_in_a_row():
     assert 'c.png' in msg
 
 
+def _real_amp_wrapper(scaler: torch.amp.GradScaler) -> AmpOptimWrapper:
+    wrapper = AmpOptimWrapper.__new__(AmpOptimWrapper)
+    wrapper.loss_scaler = scaler
+    return wrapper
+
+
+def test_auto_policy_raises_when_the_loss_scaler_is_disabled():
+    """A disabled GradScaler (bf16 configs: ``loss_scale=dict(enabled=False)``;
+    mmengine's fp16 scaler built where CUDA is missing) steps whatever the
+    gradients: ``'auto'`` must stop at the first NaN, not count it as
+    skipped, and ``'skip'`` must be refused."""
+    disabled = torch.amp.GradScaler('cuda', enabled=False)
+    assert not disabled.is_enabled()
+    runner = FakeRunner(optim_wrapper=_real_amp_wrapper(disabled))
+    hook = _ready(M2FNonFiniteLossHook(), runner)
+    assert hook.active_policy == 'raise'
+    runner.step(hook, {'loss': 1.0})
+    with pytest.raises(M2FNonFiniteError) as err:
+        runner.step(hook, {'loss': float('nan')}, _batch('d.png'))
+    msg = str(err.value)
+    assert 'iteration=2 ' in msg
+    assert 'skipped by the loss scaler' not in msg
+    assert hook.skipped_steps == 0
+    with pytest.raises(ValueError, match=r"\(policy='skip'\) needs an "
+                       'AmpOptimWrapper'):
+        M2FNonFiniteLossHook(policy='skip').before_train(FakeRunner(
+            optim_wrapper=_real_amp_wrapper(disabled)))
+
+
+def test_auto_policy_skips_with_an_enabled_real_loss_scaler():
+    enabled = torch.amp.GradScaler('cpu')
+    assert enabled.is_enabled()
+    runner = FakeRunner(optim_wrapper=_real_amp_wrapper(enabled))
+    assert _ready(M2FNonFiniteLossHook(), runner).active_policy == 'skip'
+
+
 def test_skip_policy_is_refused_without_a_loss_scaler():
     runner = FakeRunner(optim_wrapper=OptimWrapper.__new__(OptimWrapper))
     with pytest.raises(ValueError, match=r"\(policy='skip'\) needs an "
@@ -229,4 +266,110 @@ def test_amp_loss_scaler_skips_the_steps_and_the_guard_counts_them(
     assert 'iteration=7 ' in msg and 'The last 3 steps in a row' in msg
     assert runner.message_hub.get_info('skipped_steps') == 4
     assert checkpoints(work) == ['iter_6.pth']
+    assert nonfinite_checkpoints(work) == []
+
+
+# ------------------------------- a real AmpOptimWrapper on the toy runner
+class _Weights(Hook):
+    """The toy model's weights before training and after each iteration."""
+
+    priority = 'HIGHEST'  # recorded before the guard raises
+
+    def __init__(self) -> None:
+        self.seen: List[torch.Tensor] = []
+
+    def _record(self, runner) -> None:
+        model = getattr(runner.model, 'module', runner.model)
+        self.seen.append(model.linear.weight.detach().clone())
+
+    def before_train(self, runner) -> None:
+        self._record(runner)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        self._record(runner)
+
+
+# mmengine 0.10.7 builds its scaler through torch.cuda.amp.GradScaler
+_AMP_WARNING = pytest.mark.filterwarnings(
+    r'ignore:`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated'
+    ':FutureWarning')
+
+
+def _amp_runner(monkeypatch, work_dir: str, max_iters: int, model: ToyModel,
+                hooks, scaler_enabled: bool):
+    """The toy runner with mmengine's AmpOptimWrapper (bf16 autocast) on any
+    device: its refusal of a machine without an accelerator is lifted. The
+    loss scaler is the disabled one of a bf16 config
+    (``loss_scale=dict(enabled=False)``) or an enabled one on the model's
+    device."""
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
+                        lambda: True)
+    runner = toy_runner(work_dir, max_iters, model=model, hooks=hooks)
+    params = list(runner.model.parameters())
+    wrapper = AmpOptimWrapper(
+        optimizer=torch.optim.SGD(params, lr=0.01, momentum=0.9),
+        dtype='bfloat16', loss_scale=dict(enabled=False))
+    if scaler_enabled:
+        wrapper.loss_scaler = torch.amp.GradScaler(params[0].device.type)
+    assert wrapper.loss_scaler.is_enabled() == scaler_enabled
+    runner.optim_wrapper = wrapper  # Runner.train keeps a built wrapper
+    return runner
+
+
+@_AMP_WARNING
+def test_disabled_loss_scaler_run_stops_at_the_first_nan(tmp_path,
+                                                         monkeypatch):
+    """bf16 AMP without loss scaling: the NaN step is applied (the weights
+    become NaN), so the default policy stops there instead of skipping."""
+    work = str(tmp_path)
+    weights = _Weights()
+    runner = _amp_runner(monkeypatch, work, 8, ToyModel(nan_at=3),
+                         [weights, M2FNonFiniteLossHook(),
+                          M2FFiniteCheckpointHook()], scaler_enabled=False)
+    with pytest.raises(M2FNonFiniteError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert msg.startswith('Loss became infinite or NaN at iteration=3 '
+                          '(of max_iters=8).')
+    assert 'loss_aux=nan' in msg
+    assert 'skipped by the loss scaler' not in msg
+    assert runner.message_hub.get_info('skipped_steps', 0) == 0
+    # the premise: a disabled scaler applied the NaN step
+    assert len(weights.seen) == 4
+    assert torch.isfinite(weights.seen[2]).all()
+    assert not torch.isfinite(weights.seen[3]).all()
+    assert checkpoints(work) == ['iter_2.pth']
+    assert nonfinite_checkpoints(work) == []
+
+
+@_AMP_WARNING
+def test_loss_scaler_skips_nan_steps_and_ten_in_a_row_stop(tmp_path,
+                                                          monkeypatch):
+    """An enabled loss scaler: each NaN step leaves the weights exactly as
+    they were, the guard counts it, and the documented limit (10 in a row)
+    stops the run with the error; finite steps in between train."""
+    work = str(tmp_path)
+    nan_at = {3, *range(5, 15)}  # one, then ten in a row (5..14)
+    weights = _Weights()
+    runner = _amp_runner(monkeypatch, work, 16, ToyModel(nan_at=nan_at),
+                         [weights, M2FNonFiniteLossHook(),
+                          M2FFiniteCheckpointHook()], scaler_enabled=True)
+    with pytest.raises(M2FNonFiniteError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert msg.startswith('Loss became infinite or NaN at iteration=14 '
+                          '(of max_iters=16).')
+    assert ('The last 10 steps in a row had a non-finite loss (each skipped '
+            'by the loss scaler); max_consecutive_skips=10.') in msg
+    assert 'loss_aux=nan' in msg
+    assert runner.message_hub.get_info('skipped_steps') == 11
+    assert len(weights.seen) == 15  # before training, after 1..14
+    for it in range(1, 15):
+        same = torch.equal(weights.seen[it], weights.seen[it - 1])
+        assert same == (it in nan_at), it
+        assert torch.isfinite(weights.seen[it]).all(), it
+    # skipped steps keep finite weights: their checkpoints are written
+    assert checkpoints(work) == ['iter_13.pth']
     assert nonfinite_checkpoints(work) == []

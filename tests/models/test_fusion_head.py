@@ -80,6 +80,8 @@ def test_same_results_as_mmdet_from_low_resolution_masks(rescale):
 
 
 def test_full_size_masks_accepted_too():
+    """Masks already at the padded input: mmdet's panoptic maps and
+    instances, every image."""
     cls, masks = _inputs(seed=1)
     samples = _samples(2)
     theirs, ours = _heads()
@@ -87,18 +89,131 @@ def test_full_size_masks_accepted_too():
                          align_corners=False)
     ref = theirs.predict(cls, full, samples, rescale=True)
     got = ours.predict(cls, full, samples, rescale=True)
-    assert torch.equal(ref[0]['pan_results'].sem_seg,
-                       got[0]['pan_results'].sem_seg)
+    assert len(got) == len(ref) == 2
+    for r, o in zip(ref, got):
+        assert len(r['pan_results'].sem_seg.unique()) > 2
+        assert torch.equal(r['pan_results'].sem_seg, o['pan_results'].sem_seg)
+        ins_r, ins_o = r['ins_results'], o['ins_results']
+        assert len(ins_o) == len(ins_r) > 0
+        assert torch.equal(ins_o.labels, ins_r.labels)
+        assert torch.equal(ins_o.masks, ins_r.masks)
+        assert torch.equal(ins_o.bboxes, ins_r.bboxes)
+        torch.testing.assert_close(ins_o.scores, ins_r.scores, rtol=1e-5,
+                                   atol=1e-7)
 
 
 def test_nothing_kept_gives_void_and_no_instances():
+    """Every query says "no object": each panoptic map is all void (K);
+    instance results are still the top ``max_per_image`` (query, class)
+    pairs, as mmdet's, of which the thing-class pairs remain; with all
+    mask logits negative, their masks are empty and their scores 0."""
     cls, masks = _inputs()
-    cls[..., :-1] = -20.0  # every query says "no object"
+    g = torch.Generator().manual_seed(7)
+    # distinct class logits far below "no object": a tie-free top-k
+    cls[..., :-1] = -20.0 + torch.rand(cls[..., :-1].shape, generator=g)
+    masks = masks.clamp(max=-1.0)  # empty masks at every pixel
+    samples = _samples(2)
     theirs, ours = _heads(max_per_image=10)
-    got = ours.predict(cls, masks, _samples(2), rescale=True)
-    assert (got[0]['pan_results'].sem_seg == K).all()
-    # top-k still returns max_per_image (query, class) pairs, as mmdet's
-    assert len(got[0]['ins_results']) <= 10
+    ref = theirs.predict(cls, F.interpolate(
+        masks, size=(80, 96), mode='bilinear', align_corners=False),
+        samples, rescale=True)
+    got = ours.predict(cls, masks, samples, rescale=True)
+    for b in range(2):
+        assert (got[b]['pan_results'].sem_seg == K).all()
+        assert got[b]['pan_results'].sem_seg.shape == (1, 150, 181)
+        top = cls[b].softmax(-1)[:, :-1].flatten().topk(10).indices
+        thing = (top % K) < THINGS
+        want_labels = sorted((top[thing] % K).tolist())
+        ins = got[b]['ins_results']
+        assert 0 < len(ins) == int(thing.sum()) < 10
+        assert sorted(ins.labels.tolist()) == want_labels
+        assert len(ref[b]['ins_results']) == len(ins)
+        assert sorted(ref[b]['ins_results'].labels.tolist()) == want_labels
+        assert not ins.masks.any()
+        assert (ins.scores == 0).all()  # mask score of an empty mask
+        assert (ins.bboxes == 0).all()
+
+
+# per query: (class, margin added to its logit); None: "no object"
+_SEGMENTS = [
+    (0, 14.0),           # thing, first class
+    (THINGS - 1, 14.0),  # thing, last class
+    (THINGS, 14.0),      # stuff, first class
+    (K - 1, 14.0),       # stuff, last class
+    (THINGS, 14.0),      # the first stuff class again: one merged segment
+    (0, 14.0),           # a second instance of class 0
+    (None, 14.0),        # "no object"
+    (2, 1.5),            # a thing of low score: dropped at 0.8
+    (THINGS + 1, 5.0),   # stuff whose mask spreads over cells 9 and 10
+    (3, 14.0),
+    (1, 14.0),
+    (None, 14.0),
+]
+
+
+def _segment_inputs(batch=2, low=(18, 24)):
+    """Class logits and mask logits whose panoptic result holds things
+    (first and last thing class, two instances of one class), the first
+    and the last stuff class, a merged stuff class, void, a query of low
+    score and one that owns too little of its mask: the cases the
+    thresholds and the thing/stuff split decide. Query q owns cell
+    ``(q + b) % 12`` of a 3 x 4 grid in image b."""
+    g = torch.Generator().manual_seed(3)
+    queries = len(_SEGMENTS)
+    cls = torch.randn(batch, queries, K + 1, generator=g) * 0.3
+    h, w = low
+    cell = ((torch.arange(h)[:, None] * 3 // h) * 4
+            + torch.arange(w)[None, :] * 4 // w)
+    masks = torch.empty(batch, queries, h, w)
+    for b in range(batch):
+        for q, (label, margin) in enumerate(_SEGMENTS):
+            cls[b, q, K if label is None else label] += margin
+            own = cell == (q + b) % queries
+            if q == 8:  # spreads over the cells of queries 9 and 10 too
+                own |= (cell == (9 + b) % queries) | (cell == (10 + b)
+                                                      % queries)
+            masks[b, q] = torch.where(own, 8.0, -8.0)
+    masks += torch.randn(masks.shape, generator=g) * 0.5
+    return cls, masks
+
+
+@pytest.mark.parametrize('thresholds', [
+    dict(),  # mmdet's defaults: object_mask_thr = iou_thr = 0.8
+    dict(object_mask_thr=0.0, iou_thr=0.0),
+], ids=['default-thresholds', 'zero-thresholds'])
+@pytest.mark.parametrize('full_size', [False, True])
+def test_panoptic_things_and_stuff_as_mmdet(thresholds, full_size):
+    """The panoptic map of mmdet's ``MaskFormerFusionHead`` at its own
+    defaults and with every filter off: stuff (first and last stuff class
+    included) keeps its class id, each thing (last thing class included)
+    gets its own instance id."""
+    from mmdet.evaluation.functional import INSTANCE_OFFSET
+    cls, masks = _segment_inputs()
+    samples = _samples(2)
+    cfg = dict(panoptic_on=True, instance_on=False, **thresholds)
+    kw = dict(num_things_classes=THINGS, num_stuff_classes=STUFF,
+              test_cfg=cfg)
+    theirs, ours = MaskFormerFusionHead(**kw), M2FFusionHead(
+        masks_per_step=3, **kw)
+    full = F.interpolate(masks, size=(80, 96), mode='bilinear',
+                         align_corners=False)
+    ref = theirs.predict(cls, full, samples, rescale=True)
+    got = ours.predict(cls, full if full_size else masks, samples,
+                       rescale=True)
+    for r, o in zip(ref, got):
+        pan_r, pan_o = r['pan_results'].sem_seg, o['pan_results'].sem_seg
+        assert torch.equal(pan_o, pan_r), (pan_o.unique(), pan_r.unique())
+        ids = set(pan_r.unique().tolist())
+        things = {i for i in ids if i >= INSTANCE_OFFSET}
+        # the premise: both ends of both class ranges, one id per thing
+        assert {THINGS, K - 1} <= ids
+        assert {0, THINGS - 1} <= {i % INSTANCE_OFFSET for i in things}
+        assert sorted(i // INSTANCE_OFFSET for i in things) == list(
+            range(1, len(things) + 1))
+        if thresholds:  # everything but "no object" stands
+            assert len(things) == 6 and THINGS + 1 in ids
+        else:  # low score and mostly covered: filtered, the latter void
+            assert len(things) == 5 and THINGS + 1 not in ids and K in ids
 
 
 def test_semantic_map_on_the_sample():

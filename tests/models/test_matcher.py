@@ -6,6 +6,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 
 from m2f_plugin.models.matcher import (
     M2FHungarianMatcher,
@@ -87,11 +88,15 @@ TARGETS = dict(semantic=_semantic_targets, panoptic=_panoptic_targets,
                instance=_instance_targets)
 
 
+@pytest.mark.parametrize('weights', [(2.0, 5.0, 5.0), (2.0, 1.0, 7.0)])
 @pytest.mark.parametrize('fmt', TARGETS)
-def test_costs_equal_the_written_out_definition(fmt):
+def test_costs_equal_the_written_out_definition(fmt, weights):
+    """Each weight multiplies its own cost: unequal weights tell the class,
+    BCE and Dice terms apart."""
     torch.manual_seed(0)
-    matcher = M2FHungarianMatcher(cost_class=2.0, cost_mask=5.0,
-                                  cost_dice=5.0, num_points=64)
+    w_cls, w_mask, w_dice = weights
+    matcher = M2FHungarianMatcher(cost_class=w_cls, cost_mask=w_mask,
+                                  cost_dice=w_dice, num_points=64)
     matcher.draw_points = fixed_points
     targets = TARGETS[fmt]()
     cls = [torch.randn(2, 5, 5) for _ in range(2)]
@@ -101,7 +106,7 @@ def test_costs_equal_the_written_out_definition(fmt):
     points = fixed_points(2, 64)
     for s in range(2):
         want = _reference_costs(cls[s], masks[s], targets.masks,
-                                targets.labels, points, (2.0, 5.0, 5.0))
+                                targets.labels, points, weights)
         for b, n in enumerate(targets.num_gts):
             torch.testing.assert_close(costs[s, b, :, :n], want[b, :, :n],
                                        atol=1e-4, rtol=1e-4)
@@ -135,6 +140,72 @@ def test_finds_a_planted_assignment():
             sel = b_idx == b
             got = dict(zip(g_idx[sel].tolist(), q_idx[sel].tolist()))
             assert got == {g: planted[b][g].item() for g in range(n)}
+
+
+def _weight_sensitive_inputs():
+    """Two 16 x 16 images with two targets each, and 6 queries per image.
+    For every target, one query is confident but spills beyond the target
+    (low Dice cost, high BCE cost) and one is exactly right but unsure,
+    logits +-1 (the reverse); both predict the target's class equally;
+    the other queries are noise. Which of the two wins depends on the BCE
+    and Dice weights.
+
+    Returns targets, class logits (B, Q, K + 1), mask logits (B, Q, H, W)
+    and per image {target: query} for the spilling and the unsure queries.
+    """
+    g = torch.Generator().manual_seed(5)
+    boxes = [[(0, 8, 0, 6), (9, 16, 8, 16)], [(2, 10, 9, 15), (11, 16, 0, 9)]]
+    spills = [[(0, 8, 6, 8), (9, 16, 5, 8)], [(2, 10, 6, 9), (7, 11, 0, 9)]]
+    labels = [torch.tensor([1, 3]), torch.tensor([3, 0])]
+    gt = torch.zeros(2, 2, 16, 16, dtype=torch.bool)
+    cls = torch.randn(2, 6, 5, generator=g)
+    masks = torch.randn(2, 6, 16, 16, generator=g) * 2
+    spilling, unsure = [], []
+    for b in range(2):
+        order = torch.randperm(6, generator=g).tolist()
+        spilling.append({0: order[0], 1: order[1]})
+        unsure.append({0: order[2], 1: order[3]})
+        for t, ((y0, y1, x0, x1), (v0, v1, u0, u1)) in enumerate(
+                zip(boxes[b], spills[b])):
+            gt[b, t, y0:y1, x0:x1] = True
+            spill = gt[b, t].clone()
+            spill[v0:v1, u0:u1] = True
+            q_spill, q_unsure = spilling[b][t], unsure[b][t]
+            masks[b, q_spill] = torch.where(spill, 10.0, -10.0)
+            masks[b, q_unsure] = torch.where(gt[b, t], 1.0, -1.0)
+            row = torch.randn(5, generator=g)
+            row[labels[b][t]] += 2.0
+            cls[b, q_spill] = row
+            cls[b, q_unsure] = row
+    targets = instances_to_masks(labels, [gt[0], gt[1]], 4)
+    return targets, cls, masks, spilling, unsure
+
+
+def test_unequal_weights_give_the_assignment_of_independent_costs():
+    """Weights class 2, BCE 1, Dice 7: the matcher assigns as SciPy does on
+    the costs written out independently (``_reference_costs``); with the
+    BCE and Dice weights swapped that assignment differs, so a matcher
+    that mixes the two weights up assigns the other queries."""
+    weights = (2.0, 1.0, 7.0)
+    matcher = M2FHungarianMatcher(*weights, num_points=256)
+    matcher.draw_points = fixed_points
+    targets, cls, masks, spilling, unsure = _weight_sensitive_inputs()
+    assert targets.num_gts == [2, 2]
+    (b_idx, q_idx, g_idx), = matcher(_predictions([cls], [masks]), targets)
+    points = fixed_points(2, 256)
+
+    def assignment(w, b):
+        cost = _reference_costs(cls, masks, targets.masks, targets.labels,
+                                points, w)[b, :, :2]
+        rows, cols = linear_sum_assignment(cost.numpy())
+        return dict(zip(cols.tolist(), rows.tolist()))
+
+    for b in range(2):
+        sel = b_idx == b
+        got = dict(zip(g_idx[sel].tolist(), q_idx[sel].tolist()))
+        assert got == assignment(weights, b) == spilling[b]
+        # the premise: the weights decide it
+        assert assignment((2.0, 7.0, 1.0), b) == unsure[b]
 
 
 def _brute_force(cost: torch.Tensor) -> float:

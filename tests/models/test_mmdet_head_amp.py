@@ -122,9 +122,11 @@ def test_half_losses_finite_float32_and_close_to_fp32(detector, dtype):
     for key, value in half.items():
         assert value.dtype == torch.float32, key
         assert torch.isfinite(value), key
-    # measured 2e-4 (bf16), 7e-5 (fp16); a flipped near-tie match costs more
+    # measured 2.0e-4 (bf16), 6.7e-5 (fp16): 3x that; a half-precision
+    # matcher or loss, or a flipped match, costs more
     ref = _total(fp32).item()
-    assert abs(_total(half).item() - ref) / ref < 0.01, (half, fp32)
+    tol = {torch.bfloat16: 6e-4, torch.float16: 2e-4}[dtype]
+    assert abs(_total(half).item() - ref) / ref < tol, (half, fp32)
 
 
 @pytest.mark.parametrize('dtype', HALF)
@@ -228,18 +230,35 @@ def test_bf16_step_under_amp_optim_wrapper(monkeypatch):
 
 
 def test_fp16_step_with_grad_scaler():
-    """fp16 as on a GPU: autocast, a loss scaler, clipping, a step."""
+    """fp16 as on a GPU: autocast, a loss scaler, clipping, a step. Every
+    step is applied: the scaled gradients are finite (the scaler found no
+    inf / NaN and kept its scale), the optimizer counted the step and the
+    parameters moved. The scale starts at 2**10: from the default 2**16
+    the first three steps of this randomly initialised model overflow fp16
+    (gradient norm about 120) and are skipped by design, which would hide
+    gradients that are not finite at any scale."""
     det = _detector()
     optimizer = torch.optim.AdamW(det.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler('cpu')
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.0**10)
+    start_scale = scaler.get_scale()
+    params = [p for p in det.parameters() if p.requires_grad]
     for step in range(2):
+        before = [p.detach().clone() for p in params]
         with torch.autocast('cpu', dtype=torch.float16):
             loss = _total(det.loss(_images(step), _samples(step)))
         assert torch.isfinite(loss)
         optimizer.zero_grad()
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(det.parameters(), 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        assert torch.isfinite(grad_norm) and grad_norm > 0, grad_norm
         scaler.step(optimizer)
         scaler.update()
+        # a skipped step would halve the scale and leave the weights
+        assert scaler.get_scale() == start_scale, (step, scaler.get_scale())
+        moved = sum(not torch.equal(a, p) for a, p in zip(before, params))
+        assert moved > 0.9 * len(params), (step, moved, len(params))
+    steps = {int(optimizer.state[p]['step']) for p in params
+             if p in optimizer.state}
+    assert steps == {2}
     assert _finite_params(det)

@@ -204,6 +204,35 @@ def test_image_with_only_stuff():
     _losses_ok(head, samples)
 
 
+def test_class_range_ends_as_mmdet():
+    """Things of the last thing class (in the map too, as mmdet's panoptic
+    loading gives them), a crowd of that class, and the first and the last
+    stuff class: the targets are mmdet's ``preprocess_panoptic_gt``'s, the
+    last thing class only ever a thing, each stuff class one target."""
+    head = _head()
+    last_thing, first_stuff, last_stuff = THINGS - 1, THINGS, K - 1
+    samples = [
+        _sample([(last_thing, (0, 20, 0, 20)), (0, (30, 44, 30, 50)),
+                 (last_thing, (40, 60, 0, 20))],
+                [(first_stuff, (20, 64, 0, 64)), (last_stuff, (0, 20, 20, 64))],
+                crowds=[(last_thing, (50, 64, 50, 64))]),
+        _sample([(last_thing, (10, 30, 10, 30))],
+                [(last_stuff, (0, 64, 0, 64))]),
+        _sample(stuff=[(first_stuff, (0, 32, 0, 64))],
+                crowds=[(last_thing, (40, 64, 0, 64))]),
+    ]
+    targets = head.targets(samples, 'cpu')
+    assert targets.num_gts == [5, 2, 1]
+    for b, s in enumerate(samples):
+        assert _as_ours(targets, b) == _as_mmdet(s)
+    assert sorted(targets.labels[0, :5].tolist()) == [
+        0, last_thing, last_thing, first_stuff, last_stuff]
+    # the crowd's pixels are in no target
+    assert not targets.masks[0, :5, 50:, 50:].any()
+    assert not targets.masks[2, :1, 40:].any()
+    _losses_ok(head, samples[:2])
+
+
 def test_image_with_only_crowd_regions_panoptic():
     """A crowd (``ignored_instances``, its thing class in the map) makes no
     target, and no target covers its pixels, as mmdet's."""
