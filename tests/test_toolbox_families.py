@@ -8,9 +8,10 @@ import textwrap
 
 import pytest
 from mmengine.runner import CheckpointLoader
+from mmengine.runner.checkpoint import load_from_http
 
 import m2f_plugin_config_names as names
-from m2f_plugin.utils import pretrained_urls
+from m2f_plugin.utils import pretrained_urls, version_check
 from m2f_plugin.utils.pretrained_urls import HOSTS, family_url, installed_family
 from m2f_plugin.utils.version_check import SUPPORTED, installed_version
 from tests.helpers import DEMO_CONFIG, REPO
@@ -83,13 +84,37 @@ def test_family_url_moves_only_zoo_urls(family):
         assert family_url(other, family) == other
 
 
-def test_downloads_follow_the_installed_family(monkeypatch):
+def _fake_family(monkeypatch, family: str) -> None:
+    """Make ``family``'s pinned distributions the installed ones."""
+    listing = [tuple((req.onedl_pin if family == 'onedl' else req.pin).split('=='))
+               for req in SUPPORTED.values()]
+    monkeypatch.setattr(version_check, 'installed_distributions', lambda: listing)
+
+
+@pytest.mark.parametrize('family', sorted(HOSTS))
+def test_downloads_follow_the_installed_family(monkeypatch, family):
+    """Either family, faked on either stack: the loaders as
+    ``follow_installed_family`` leaves them from mmengine's own."""
+    _fake_family(monkeypatch, family)
+    assert installed_family() == family
+    own = {p: f for p, f in CheckpointLoader._schemes.items()
+           if p != HOSTS['openmmlab']}  # as before the plugin's import
+    monkeypatch.setattr(CheckpointLoader, '_schemes', own)
+    pretrained_urls.follow_installed_family()
     loader = CheckpointLoader._get_checkpoint_loader(HOSTS['openmmlab'] + ZOO)
-    if installed_family() == 'onedl':
+    if family == 'onedl':
         fetched = []
         monkeypatch.setattr(pretrained_urls, 'load_from_http',
                             lambda url, map_location=None: fetched.append(url))
         loader(HOSTS['openmmlab'] + ZOO)
         assert fetched == [HOSTS['onedl'] + ZOO]
     else:  # OpenMMLab family: mmengine's own http loader, untouched
-        assert loader.__name__ == 'load_from_http'
+        assert loader is load_from_http
+
+
+def test_import_routed_downloads_by_the_real_family():
+    """What ``import m2f_plugin`` registered matches the installed family."""
+    loader = CheckpointLoader._get_checkpoint_loader(HOSTS['openmmlab'] + ZOO)
+    expected = {'onedl': pretrained_urls._load_from_family_host,
+                'openmmlab': load_from_http}[installed_family()]
+    assert loader is expected

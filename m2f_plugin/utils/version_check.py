@@ -4,18 +4,22 @@ Two families are supported under the same module names: the original OpenMMLab
 releases (``mmcv``, ``mmengine``, ``mmsegmentation``, ``mmdet``) and the maintained
 OneDL forks (``onedl-mmcv``, ``onedl-mmengine``, ...). Anything outside the ranges
 below raises one ``ImportError`` that names the package, the version found, the
-supported range and the command that fixes it.
+supported range and the command that fixes it. Two distributions of one
+module installed side by side (``mmcv`` and ``onedl-mmcv``, say) are refused
+too: they install the same files over each other.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.metadata as metadata
+import re
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from packaging.version import Version
 
-__all__ = ['SUPPORTED', 'check_openmmlab_stack', 'installed_version']
+__all__ = ['SUPPORTED', 'check_openmmlab_stack', 'installed_distributions',
+           'installed_providers', 'installed_version']
 
 FIX_HINT = ('bash scripts/setup_env.sh  (from the m2f_plugin checkout), or '
             '`pip install --no-build-isolation {pin}` in your environment')
@@ -60,14 +64,48 @@ def family_of(dist: str) -> str:
     return 'onedl' if dist.startswith('onedl-') else 'openmmlab'
 
 
+def _normalized(name: str) -> str:
+    """A distribution name as the packaging spec normalizes it (PEP 503)."""
+    return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def installed_distributions() -> List[Tuple[str, str]]:
+    """``(normalized name, version)`` of every installed distribution.
+
+    Listed from ``importlib.metadata.distributions()``; a name found twice on
+    ``sys.path`` is listed once, as the first (the one that imports).
+    """
+    found: Dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata['Name']
+        if name:
+            found.setdefault(_normalized(name), dist.version)
+    return list(found.items())
+
+
+def installed_providers(
+        req: Requirement,
+        listing: Optional[Sequence[Tuple[str, str]]] = None
+) -> List[Tuple[str, str]]:
+    """Every installed ``(distribution, version)`` that provides ``req``'s
+    module, in the order of ``req.dists``.
+
+    Args:
+        req: The requirement.
+        listing: ``(name, version)`` pairs to look in; default: a fresh
+            :func:`installed_distributions`.
+    """
+    if listing is None:
+        listing = installed_distributions()
+    versions = {_normalized(name): version for name, version in listing}
+    return [(dist, versions[dist]) for dist in req.dists if dist in versions]
+
+
 def installed_version(req: Requirement) -> Tuple[Optional[str], Optional[str]]:
-    """Return ``(distribution, version)`` of the first installed provider."""
-    for dist in req.dists:
-        try:
-            return dist, metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None, None
+    """Return ``(distribution, version)`` of the first installed provider
+    (``(None, None)`` if there is none)."""
+    providers = installed_providers(req)
+    return providers[0] if providers else (None, None)
 
 
 def _mmcv_has_ops() -> bool:
@@ -79,16 +117,32 @@ def _mmcv_has_ops() -> bool:
 
 
 def check_openmmlab_stack(
-        version_of: Callable[[Requirement], Tuple[Optional[str], Optional[str]]]
-        = installed_version,
-        mmcv_has_ops: Callable[[], bool] = _mmcv_has_ops) -> None:
+        version_of: Optional[
+            Callable[[Requirement], Tuple[Optional[str], Optional[str]]]] = None,
+        mmcv_has_ops: Callable[[], bool] = _mmcv_has_ops,
+        providers_of: Optional[
+            Callable[[Requirement], List[Tuple[str, str]]]] = None) -> None:
     """Raise ``ImportError`` if a required OpenMMLab package is unusable.
 
     Args:
         version_of: Looks up ``(distribution, version)`` for a requirement
-            (injectable for tests).
+            (injectable for tests); default: the first of ``providers_of``.
         mmcv_has_ops: Tells whether mmcv's compiled ops import (injectable).
+        providers_of: Lists every installed ``(distribution, version)`` of a
+            requirement (injectable); default: from one listing of the
+            installed distributions.
     """
+    if providers_of is None:
+        listing = installed_distributions()
+
+        def providers_of(req: Requirement) -> List[Tuple[str, str]]:
+            return installed_providers(req, listing)
+    if version_of is None:
+        def version_of(req: Requirement) -> Tuple[Optional[str], Optional[str]]:
+            providers = providers_of(req)
+            return providers[0] if providers else (None, None)
+    for req in SUPPORTED.values():
+        _refuse_two_providers(req, providers_of(req))
     providers = {}
     for req in SUPPORTED.values():
         dist, found = version_of(req)
@@ -117,6 +171,40 @@ def check_openmmlab_stack(
             'imports without them (an mmcv-lite or a failed build). Fix: '
             'pip uninstall -y mmcv && MAX_JOBS=2 pip install '
             '--no-build-isolation mmcv==2.1.0')
+
+
+def _keep_one(req: Requirement, keep: str, others: Sequence[str]) -> str:
+    """The command that keeps ``keep`` and removes ``others``: uninstalling a
+    distribution deletes the files both installed, so the kept one is
+    reinstalled."""
+    pin = req.onedl_pin if family_of(keep) == 'onedl' else req.pin
+    if not pin.startswith(f'{keep}=='):
+        pin = f"'{keep}{req.describe()}'"
+    return (f'`pip uninstall -y {" ".join(others)} && pip install '
+            f'--no-build-isolation --force-reinstall {pin}` '
+            f'(keeps {keep}, {FAMILY_NAMES[family_of(keep)]})')
+
+
+def _refuse_two_providers(req: Requirement,
+                          providers: Sequence[Tuple[str, str]]) -> None:
+    """One installed distribution per module: ``mmcv`` and ``onedl-mmcv``
+    (or ``mmcv-lite``) install the same ``mmcv`` package over each other, so
+    what imports is a mix of both."""
+    if len(providers) < 2:
+        return
+    found = ' and '.join(f'{dist} {version} ({FAMILY_NAMES[family_of(dist)]})'
+                         for dist, version in providers)
+    dists = [dist for dist, _ in providers]
+    mixed = len({family_of(dist) for dist in dists}) > 1
+    fixes = ' or '.join(
+        _keep_one(req, keep, [d for d in dists if d != keep])
+        for keep in dists if keep != 'mmcv-lite')
+    raise ImportError(
+        f'm2f_plugin found {len(dists)} distributions of {req.module} '
+        f'installed side by side: {found}'
+        f'{", a mix of toolbox families" if mixed else ""}. They install the '
+        f'same `{req.module}` package over each other. Fix: uninstall all but '
+        f'one, then reinstall the one you keep: {fixes}.')
 
 
 def _refuse_mixed_families(providers: Dict[str, Tuple[str, str]]) -> None:
