@@ -1,6 +1,7 @@
 """load_from a checkpoint with another class count: class head re-initialised."""
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -61,3 +62,37 @@ def test_num_classes_mismatch_with_dataset_is_a_clear_error(tmp_path):
                        r'of train_dataloader has 6 classes \(background, disc'
                        r'.*Set model.decode_head.num_classes=6'):
         check_num_classes(build_tiny_segmentor(num_classes=150), ds)
+
+
+def test_detector_loads_other_class_count_and_reinitialises(tmp_path):
+    """M2FDetHead as M2FHead: a checkpoint of another class count (a
+    133-class COCO panoptic head) loads strictly into a 5 + 1 class detector;
+    only the class head stays fresh."""
+    import os.path as osp
+
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from tests.helpers import CONFIGS
+    cfg = Config.fromfile(osp.join(
+        CONFIGS, 'demo',
+        'mask2former_r18-tiny_1xb8-600it_synthetic-panoptic-128x128.py'))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        big = copy.deepcopy(cfg.model)
+        for head in (big.panoptic_head, big.panoptic_fusion_head):
+            head.num_things_classes, head.num_stuff_classes = 80, 53
+        torch.manual_seed(1)
+        source = MODELS.build(big)
+        torch.manual_seed(2)
+        target = MODELS.build(cfg.model)
+    ckpt = tmp_path / 'coco_panoptic.pth'
+    torch.save({'state_dict': source.state_dict()}, str(ckpt))
+    cls = target.panoptic_head.transformer_decoder.predictor.cls_embed
+    fresh = cls.weight.detach().clone()
+    load_checkpoint(target, str(ckpt), map_location='cpu', strict=True)
+    assert cls.weight.shape[0] == 7 and torch.equal(cls.weight, fresh)
+    src = source.state_dict()
+    for key, value in target.state_dict().items():
+        if 'cls_embed' not in key:
+            assert torch.equal(value, src[key]), key

@@ -72,8 +72,9 @@ class M2FGraphedHead(M2FHead):
         return (self.cuda_graph_train and self._graph_safe and x.is_cuda and
                 torch.is_grad_enabled())
 
-    def forward(self, inputs: Sequence[Tensor]) -> Predictions:
-        """As ``M2FHead.forward``, replayed as a graph where it applies."""
+    def prediction_sets(self, inputs: Sequence[Tensor]) -> Predictions:
+        """As ``M2FHead.prediction_sets``, replayed as a graph where it
+        applies."""
         feats = self._transform_inputs(inputs)
         if not feats[0].is_cuda or not self._graph_safe:
             return self.predictions(feats)

@@ -16,9 +16,38 @@ _SWITCHES = ('--resume',)
 _WITH_VALUE = ('--resume-schedule',)
 
 
+def _merge_cfg_options(args: List[str], options: Sequence[str]
+                       ) -> List[str]:
+    """``args`` with ``options`` (``key=value``) added to its last
+    ``--cfg-options`` group (a new one at the end if none), replacing any
+    earlier value of the same keys."""
+    keys = {o.split('=', 1)[0] for o in options}
+    out: List[str] = []
+    insert_at: Optional[int] = None
+    in_group = False
+    for arg in args:
+        if arg == '--cfg-options':
+            in_group = True
+            out.append(arg)
+            insert_at = len(out)
+            continue
+        if in_group and arg.startswith('-'):
+            in_group = False  # the next flag ends the group (nargs='+')
+        if in_group:
+            if arg.split('=', 1)[0] in keys:
+                continue  # replaced by the new value
+            out.append(arg)
+            insert_at = len(out)
+            continue
+        out.append(arg)
+    if insert_at is None:
+        return out + ['--cfg-options', *options]
+    return out[:insert_at] + list(options) + out[insert_at:]
+
+
 def train_command(extra: Sequence[str],
-                  drop: Sequence[str] = _SWITCHES + _WITH_VALUE
-                  ) -> Optional[str]:
+                  drop: Sequence[str] = _SWITCHES + _WITH_VALUE,
+                  cfg_options: Sequence[str] = ()) -> Optional[str]:
     """This process's command, without the flags in ``drop``, plus ``extra``.
 
     Args:
@@ -26,6 +55,9 @@ def train_command(extra: Sequence[str],
             'load_from=x.pth']``; a second ``--cfg-options`` adds to the
             first).
         drop: Flags removed first (with their value for ``--resume-schedule``).
+        cfg_options: ``key=value`` settings merged into the command's own
+            ``--cfg-options`` (replacing the same keys there), so that the
+            printed command reads as one list of overrides.
 
     Returns:
         A shell command (``python tools/train.py ...``, or ``torchrun
@@ -46,6 +78,8 @@ def train_command(extra: Sequence[str],
             skip_value = name in _WITH_VALUE and '=' not in arg
             continue
         args.append(arg)
+    if cfg_options:
+        args = _merge_cfg_options(args, cfg_options)
     launcher = 'python'
     for i, arg in enumerate(args):
         if arg == '--launcher' and i + 1 < len(args):

@@ -15,8 +15,10 @@ points) and ``Predictions`` into its toolbox's outputs.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Dict, Sequence
 
+from mmengine.logging import print_log
 from mmseg.registry import MODELS, TASK_UTILS
 from mmseg.utils import ConfigType
 from torch import Tensor
@@ -25,6 +27,10 @@ from ..structures import MaskTargets, Predictions
 from .losses import SetCriterion
 
 __all__ = ['Mask2Former']
+
+# class-head weights in our layout and in the built-ins' (mmseg's, mmdet's)
+_CLASS_HEAD_KEYS = ('transformer_decoder.predictor.cls_embed.weight',
+                    'cls_embed.weight')
 
 
 class Mask2Former:
@@ -102,3 +108,27 @@ class Mask2Former:
         """Match every set to the targets; class, BCE and Dice loss terms
         (keys as mmdet's: ``loss_cls``, ``d0.loss_mask``, ...)."""
         return self.criterion(predictions, targets)
+
+    def keep_class_head_for_other_class_count(self, state_dict: dict,
+                                              prefix: str) -> None:
+        """Fine-tuning across class counts: a checkpoint whose class head
+        has another number of classes keeps our freshly initialised class
+        head (everything else loads; one warning).
+
+        Call it first in ``_load_from_state_dict``; ``state_dict`` is edited
+        in place (our initial values replace the checkpoint's, so a strict
+        load finds nothing missing).
+        """
+        ours = self.transformer_decoder.predictor.cls_embed
+        for old_key in _CLASS_HEAD_KEYS:
+            key = prefix + old_key
+            if key in state_dict and state_dict[key].shape != ours.weight.shape:
+                found = state_dict[key].shape[0] - 1
+                state_dict[key] = ours.weight.detach().clone()
+                state_dict[key[:-len('weight')] + 'bias'] = \
+                    ours.bias.detach().clone()
+                print_log(
+                    f'{type(self).__name__}: checkpoint class head has {found} '
+                    f'classes, the config {ours.weight.shape[0] - 1}: class '
+                    f'head re-initialised, everything else loaded',
+                    logger='current', level=logging.WARNING)

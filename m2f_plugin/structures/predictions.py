@@ -75,6 +75,13 @@ class Predictions:
         (B, Q, H, W): one product, with gradients if enabled."""
         return mask_logits(self.mask_embeds[index], self.mask_features)
 
+    def as_lists(self) -> Tuple[List[Tensor], List[Tensor]]:
+        """What the toolboxes' built-in heads return: S class logits
+        (B, Q, K + 1) and S mask logits (B, Q, H, W), every set multiplied
+        out (for ``mode='tensor'`` and code written for the built-ins)."""
+        return (list(self.class_logits),
+                [self.mask_logits(s) for s in range(self.num_sets)])
+
     def last(self) -> Tuple[Tensor, Tensor]:
         """The final set: class logits (B, Q, K + 1), mask logits
         (B, Q, H, W)."""

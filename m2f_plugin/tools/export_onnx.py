@@ -226,7 +226,7 @@ class M2FOnnxWrapper(nn.Module):
         handle = pixel_decoder.encoder.register_forward_pre_hook(
             dynamic_shapes)
         try:
-            cls_logits, mask_logits = head(feats).last()
+            cls_logits, mask_logits = head.prediction_sets(feats).last()
         finally:
             handle.remove()
         logits = semantic_logits(cls_logits, mask_logits, img.shape[-2:],

@@ -33,6 +33,22 @@ def test_train_command_drops_and_appends_flags(monkeypatch):
     assert train_command([]) is None
 
 
+def test_train_command_merges_cfg_options_into_the_users(monkeypatch):
+    """Settings join the command's own --cfg-options (the same key replaced),
+    so the printed command reads as one list of overrides."""
+    monkeypatch.setattr(sys, 'argv', [
+        'tools/train.py', 'c.py', '--cfg-options', 'train_cfg.max_iters=70',
+        'param_scheduler.0.end=50', '--resume', '--resume-schedule', 'error'])
+    assert train_command(
+        ['--resume-schedule', 'config'], drop=('--resume-schedule',),
+        cfg_options=['param_scheduler.0.end=70']) == (
+        'python tools/train.py c.py --cfg-options train_cfg.max_iters=70 '
+        'param_scheduler.0.end=70 --resume --resume-schedule config')
+    monkeypatch.setattr(sys, 'argv', ['tools/train.py', 'c.py', '--resume'])
+    assert train_command([], drop=(), cfg_options=['a.b=1']) == \
+        'python tools/train.py c.py --resume --cfg-options a.b=1'
+
+
 def test_advice_resumes_from_the_last_checkpoint_with_a_lower_lr(
         tmp_path, monkeypatch):
     ckpt = tmp_path / 'iter_4.pth'

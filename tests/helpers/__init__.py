@@ -134,9 +134,10 @@ def feats(batch: int = 2, h: int = 64, w: int = 64):
 
 def prediction_sets(predictions):
     """(S class logits (B, Q, K + 1), S full mask logits (B, Q, H, W)) of a
-    ``Predictions``, for comparisons with models that return lists."""
-    return (list(predictions.class_logits),
-            [predictions.mask_logits(s) for s in range(predictions.num_sets)])
+    ``Predictions`` or of a head's ``forward`` (which returns them)."""
+    if isinstance(predictions, tuple):
+        return predictions
+    return predictions.as_lists()
 
 
 def train_options(data_root: str, iters: int, **extra) -> list:

@@ -65,7 +65,7 @@ def test_decoder_masks_are_the_previous_sets_masks_at_level_size():
         layer.register_forward_pre_hook(
             lambda m, args: seen.append(args[4].clone()))
     with torch.no_grad():
-        preds = head(feats(2, 128, 96))
+        preds = head.prediction_sets(feats(2, 128, 96))
     sizes = [m.shape[-2:] for m in
              head.pixel_decoder(head._transform_inputs(feats(2, 128, 96)))[1]]
     assert len(seen) == 6 and preds.num_sets == 7

@@ -98,7 +98,7 @@ def test_all_prediction_sets_match_builtin(panoptic_pair):
     with torch.no_grad():
         cls_ref, mask_ref = builtin.panoptic_head(builtin.extract_feat(imgs),
                                                   None)
-        preds = ours.panoptic_head(ours.extract_feat(imgs))
+        preds = ours.panoptic_head.prediction_sets(ours.extract_feat(imgs))
     assert preds.num_sets == len(cls_ref) == 10
     for s in range(preds.num_sets):
         assert preds.class_logits[s].shape == (2, NUM_QUERIES, 134)
@@ -480,3 +480,24 @@ def _check_predictions(out, ref):
             assert 'pred_panoptic_seg' not in o
         _check_instances(o.pred_instances, r.pred_instances)
 
+
+
+def test_tensor_mode_returns_what_the_builtin_returns(panoptic_pair):
+    """``model(x, samples, mode='tensor')`` (FLOP counters, feature
+    extraction, export tools) and ``cls, masks = head(feats)``: two lists of
+    per-set tensors, equal to the built-in's."""
+    builtin, ours = panoptic_pair
+    torch.manual_seed(2)
+    imgs = torch.randn(1, 3, H, W)
+    with torch.no_grad():
+        ref = builtin(imgs, None, mode='tensor')
+        out = ours(imgs, None, mode='tensor')
+        cls_sets, mask_sets = ours.panoptic_head(ours.extract_feat(imgs))
+    assert isinstance(out, tuple) and len(out) == len(ref) == 2
+    for ours_sets, ref_sets in zip(out, ref):
+        assert isinstance(ours_sets, list) and len(ours_sets) == len(ref_sets)
+        for a, b in zip(ours_sets, ref_sets):
+            assert a.shape == b.shape
+            assert _rel_err(a, b) < 1e-5
+    assert out[0][0] is not None and len(cls_sets) == len(mask_sets) == 10
+    assert torch.equal(mask_sets[-1], out[1][-1])

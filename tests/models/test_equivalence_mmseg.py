@@ -71,7 +71,7 @@ def test_all_prediction_sets_match_builtin(pair):
     with torch.no_grad():
         feats_ref = builtin.extract_feat(imgs)
         cls_ref, mask_ref = builtin.decode_head(feats_ref, samples)
-        preds = ours.decode_head(ours.extract_feat(imgs))
+        preds = ours.decode_head.prediction_sets(ours.extract_feat(imgs))
         assert preds.num_sets == len(cls_ref) == 10
         for s in range(preds.num_sets):
             assert _rel_err(preds.class_logits[s], cls_ref[s]) < 1e-5
@@ -139,3 +139,23 @@ def test_raw_builtin_state_dict_with_other_class_count(pair):
     for key, value in ours.state_dict().items():
         if 'cls_embed' not in key:
             assert torch.equal(value, converted[key]), key
+
+
+def test_tensor_mode_returns_what_the_builtin_returns(pair):
+    """``model(x, mode='tensor')`` and ``cls, masks = decode_head(feats)``
+    give two lists of per-set tensors, equal to the built-in head's (whose
+    own tensor mode fails: its forward needs the data samples)."""
+    builtin, ours = pair
+    imgs = torch.randn(1, 3, 64, 96)
+    samples = seg_data_samples(make_label_maps(1, 64, 96, 150))
+    with torch.no_grad():
+        ref = builtin.decode_head(builtin.extract_feat(imgs), samples)
+        out = ours(imgs, mode='tensor')
+        cls_sets, mask_sets = ours.decode_head(ours.extract_feat(imgs))
+    assert isinstance(out, tuple) and len(out) == len(ref) == 2
+    for ours_sets, ref_sets in zip(out, ref):
+        assert isinstance(ours_sets, list) and len(ours_sets) == len(ref_sets)
+        for a, b in zip(ours_sets, ref_sets):
+            assert a.shape == b.shape
+            assert _rel_err(a, b) < 1e-5
+    assert torch.equal(cls_sets[-1], out[0][-1])

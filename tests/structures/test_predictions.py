@@ -86,7 +86,7 @@ class FullSetPredictions(Predictions):
 
 def _loss_and_grads(head, inputs, samples, reference: bool):
     head.zero_grad()
-    preds = head(inputs)
+    preds = head.prediction_sets(inputs)
     if reference:
         preds = FullSetPredictions(preds.class_logits, preds.mask_embeds,
                                    preds.mask_features)
@@ -144,7 +144,7 @@ def test_factored_sets_lower_the_training_peak_by_about_their_size():
 
     def step(reference):
         def run():
-            preds = head(inputs)
+            preds = head.prediction_sets(inputs)
             if reference:
                 preds = FullSetPredictions(preds.class_logits,
                                            preds.mask_embeds,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,14 +40,9 @@ from ...structures import (
     panoptic_to_masks,
 )
 from ..mask2former import Mask2Former
+from .builtin_layout import accepts_builtin_layout, matcher_from_assigner
 
 __all__ = ['M2FDetHead']
-
-# mmdet's HungarianAssigner match costs -> our matcher's weights
-_MATCH_COSTS = {'ClassificationCost': 'cost_class',
-                'CrossEntropyLossCost': 'cost_mask',
-                'DiceCost': 'cost_dice'}
-
 
 def _check_class_weight(loss_cls: dict, num_things: int,
                         num_stuff: int) -> None:
@@ -84,13 +79,12 @@ def _check_max_per_image(test_cfg: Optional[dict], num_queries: int,
 def _matcher_cfg(matcher: Optional[ConfigType], train_cfg: Optional[dict],
                  num_points: int) -> dict:
     """The matcher's config: as given, else from mmdet's ``train_cfg``
-    assigner's match-cost weights; ``num_points`` if it names none."""
+    assigner (``matcher_from_assigner``: every match cost mmdet's
+    ``HungarianAssigner`` takes is translated or refused); ``num_points`` if
+    it names none."""
     if matcher is None:
-        matcher = dict(type='M2FHungarianMatcher')
-        assigner = (train_cfg or {}).get('assigner') or {}
-        for cost in assigner.get('match_costs', []):
-            if cost.get('type') in _MATCH_COSTS:
-                matcher[_MATCH_COSTS[cost['type']]] = cost.get('weight', 1.0)
+        matcher = matcher_from_assigner(
+            (train_cfg or {}).get('assigner'), num_points)
     matcher = copy.deepcopy(dict(matcher))
     matcher.setdefault('num_points', num_points)
     return matcher
@@ -176,8 +170,12 @@ class M2FDetHead(Mask2Former, BaseModule):
             ``max_per_image`` may not exceed queries x classes (checked
             here, at build time).
         init_cfg: mmengine's initialisation config.
+
+    A config of mmdet's built-in ``Mask2FormerHead`` works with only its
+    ``type`` changed: its keys are translated (``builtin_layout``).
     """
 
+    @accepts_builtin_layout('mmdet')
     def __init__(self,
                  in_channels: Sequence[int],
                  strides: Sequence[int] = (4, 8, 16, 32),
@@ -235,17 +233,25 @@ class M2FDetHead(Mask2Former, BaseModule):
             importance_sample_ratio=importance_sample_ratio,
             min_masks_per_image=min_masks_per_image)
 
-    def forward(self, x: Sequence[Tensor],
-                batch_data_samples: Optional[list] = None) -> Predictions:
+    def prediction_sets(self, x: Sequence[Tensor]) -> Predictions:
         """Backbone maps (B, C_i, H_i, W_i), fine to coarse -> the prediction
-        sets (``batch_data_samples`` is mmdet's signature; unused)."""
+        sets (what ``loss`` and ``predict`` use)."""
         return self.predictions(x)
+
+    def forward(self, x: Sequence[Tensor],
+                batch_data_samples: Optional[list] = None
+                ) -> Tuple[List[Tensor], List[Tensor]]:
+        """mmdet's contract, as its built-in Mask2Former head: per set, class
+        logits (B, Q, K + 1) and mask logits (B, Q, H / 4, W / 4). What the
+        detector's ``mode='tensor'`` returns; ``batch_data_samples`` is
+        unused."""
+        return self.prediction_sets(x).as_lists()
 
     def loss(self, x: Sequence[Tensor],
              batch_data_samples: list) -> Dict[str, Tensor]:
         """Losses of all prediction sets, keys as mmdet's (``loss_cls``,
         ``loss_mask``, ``loss_dice``, ``d0.loss_cls``, ...)."""
-        predictions = self(x)
+        predictions = self.prediction_sets(x)
         targets = self.targets(batch_data_samples,
                                predictions.mask_features.device)
         return self.losses(predictions, targets)
@@ -308,13 +314,15 @@ class M2FDetHead(Mask2Former, BaseModule):
         """The final set at the mask features' resolution: class logits
         (B, Q, K + 1), mask logits (B, Q, H / 4, W / 4); only this set's masks
         are multiplied out."""
-        return self.predictions(x).last()
+        return self.prediction_sets(x).last()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
         """Load checkpoints of mmdet's built-in Mask2Former directly: keys in
         the built-in layout are renamed to ours on the fly (the rules of
-        ``convert_mmdet_state_dict``), with one log line."""
+        ``convert_mmdet_state_dict``), with one log line; a class head of
+        another class count is re-initialised, as in ``M2FHead``."""
+        self.keep_class_head_for_other_class_count(state_dict, prefix)
         if is_mmdet_mask2former(state_dict, prefix):
             head = {k: state_dict.pop(k) for k in list(state_dict)
                     if k.startswith(prefix)}

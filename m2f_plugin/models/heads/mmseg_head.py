@@ -7,7 +7,7 @@ prediction set becomes the per-class logits mmseg's segmentors expect.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -19,6 +19,7 @@ from torch import Tensor
 from ...converters import convert_mmseg_state_dict, is_mmseg_mask2former
 from ...structures import Predictions, sem_seg_to_masks
 from ..mask2former import Mask2Former
+from .builtin_layout import accepts_builtin_layout
 from .semantic import semantic_logits
 
 __all__ = ['M2FHead']
@@ -72,8 +73,12 @@ class M2FHead(Mask2Former, BaseDecodeHead):
         ignore_index: Unlabelled pixels' label.
         align_corners: For every resize.
         **kwargs: Passed to ``BaseDecodeHead``.
+
+    A config of mmseg's built-in ``Mask2FormerHead`` works with only its
+    ``type`` changed: its keys are translated (``builtin_layout``).
     """
 
+    @accepts_builtin_layout('mmseg')
     def __init__(self,
                  in_channels: Sequence[int],
                  strides: Sequence[int] = (4, 8, 16, 32),
@@ -120,15 +125,24 @@ class M2FHead(Mask2Former, BaseDecodeHead):
             num_points=num_points, oversample_ratio=oversample_ratio,
             importance_sample_ratio=importance_sample_ratio)
 
-    def forward(self, inputs: Sequence[Tensor]) -> Predictions:
+    def prediction_sets(self, inputs: Sequence[Tensor]) -> Predictions:
         """Backbone maps (B, C_i, H_i, W_i), fine to coarse -> the
-        prediction sets."""
+        prediction sets (what ``loss`` and ``predict`` use)."""
         return self.predictions(self._transform_inputs(inputs))
+
+    def forward(self, inputs: Sequence[Tensor],
+                batch_data_samples: Optional[SampleList] = None
+                ) -> Tuple[List[Tensor], List[Tensor]]:
+        """mmseg's contract, as its built-in Mask2Former head: per set, class
+        logits (B, Q, K + 1) and mask logits (B, Q, H / 4, W / 4). What
+        ``mode='tensor'`` returns; ``batch_data_samples`` is unused."""
+        return self.prediction_sets(inputs).as_lists()
 
     def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
         """Losses of all prediction sets (keys as mmdet's Mask2Former)."""
-        return self.loss_by_feat(self.forward(inputs), batch_data_samples)
+        return self.loss_by_feat(self.prediction_sets(inputs),
+                                 batch_data_samples)
 
     def loss_by_feat(self, predictions: Predictions,
                      batch_data_samples: SampleList) -> Dict[str, Tensor]:
@@ -141,7 +155,8 @@ class M2FHead(Mask2Former, BaseDecodeHead):
     def predict(self, inputs: Sequence[Tensor], batch_img_metas: List[dict],
                 test_cfg: ConfigType) -> Tensor:
         """Per-class logits (B, K, H, W) at the size mmseg's heads return."""
-        return self.predict_by_feat(self.forward(inputs), batch_img_metas)
+        return self.predict_by_feat(self.prediction_sets(inputs),
+                                    batch_img_metas)
 
     def predict_by_feat(self, predictions: Predictions,
                         batch_img_metas: List[dict]) -> Tensor:
@@ -165,26 +180,6 @@ class M2FHead(Mask2Former, BaseDecodeHead):
         return semantic_logits(cls_logits, mask_logits, size,
                                self.align_corners, self.predict_chunk)
 
-    def _drop_mismatched_class_head(self, state_dict: dict,
-                                    prefix: str) -> None:
-        """Fine-tuning across class counts: keep our freshly initialised class
-        head when the checkpoint's has another number of classes."""
-        ours = self.transformer_decoder.predictor.cls_embed
-        for old_key in ('transformer_decoder.predictor.cls_embed.weight',
-                        'cls_embed.weight'):  # ours, mmseg built-in
-            key = prefix + old_key
-            if key in state_dict and state_dict[key].shape != ours.weight.shape:
-                found = state_dict[key].shape[0] - 1
-                # load our own initial values: nothing missing, strict passes
-                state_dict[key] = ours.weight.detach().clone()
-                state_dict[key[:-len('weight')] + 'bias'] = \
-                    ours.bias.detach().clone()
-                print_log(
-                    f'M2FHead: checkpoint class head has {found} classes, the '
-                    f'config {self.num_classes}: class head re-initialised, '
-                    f'everything else loaded', logger='current',
-                    level=logging.WARNING)
-
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
         """Load checkpoints of mmseg's built-in Mask2Former directly.
@@ -192,7 +187,7 @@ class M2FHead(Mask2Former, BaseDecodeHead):
         Keys in the built-in layout are renamed to ours on the fly (the same
         rules as ``m2f_plugin.converters``), with one log line.
         """
-        self._drop_mismatched_class_head(state_dict, prefix)
+        self.keep_class_head_for_other_class_count(state_dict, prefix)
         if is_mmseg_mask2former(state_dict, prefix):
             head = {k: state_dict.pop(k) for k in list(state_dict)
                     if k.startswith(prefix)}
