@@ -11,12 +11,16 @@ the value to set):
   annotation JSON lists its categories (not the order of ``metainfo``), so
   that order, the presence of every class and each category's ``isthing``
   are checked against ``metainfo``, for the data sets and for the
-  ``ann_file`` of ``CocoPanopticMetric`` / ``CocoMetric``.
+  ``ann_file`` of ``CocoPanopticMetric`` / ``CocoMetric``;
+- COCO panoptic data: the first images' PNGs hold the segment ids their JSON
+  entries list, and a training pipeline loads ``gt_sem_seg``
+  (``with_seg=True``) when the head has stuff classes.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
@@ -52,6 +56,9 @@ def check_num_classes(model, dataset, field: str = 'train_dataloader',
         _check_fusion_head(model)
         _check_coco_dataset(dataset, model.panoptic_head.num_things_classes,
                             field)
+        _check_segment_ids(dataset, field)
+        if field == 'train_dataloader':
+            _check_stuff_is_loaded(dataset, model.panoptic_head, field)
         _check_coco_metrics(evaluator, metainfo, evaluator_field)
         return
     head = getattr(model, 'decode_head', None)
@@ -180,6 +187,54 @@ def _check_coco_dataset(dataset, num_things: int, field: str,
                 f'new_config` writes a reordered copy), with metainfo.classes '
                 f'in that order and thing_classes / stuff_classes matching '
                 f'each category\'s isthing.')
+
+
+def _check_stuff_is_loaded(dataset, head, field: str) -> None:
+    """A panoptic head with stuff classes learns them from ``gt_sem_seg``,
+    which ``LoadPanopticAnnotations`` makes only with ``with_seg=True``."""
+    if not head.num_stuff_classes:
+        return
+    transforms = getattr(getattr(dataset, 'pipeline', None), 'transforms', ())
+    for i, t in enumerate(transforms):
+        if (type(t).__name__ == 'LoadPanopticAnnotations'
+                and not getattr(t, 'with_seg', True)):
+            raise ValueError(
+                f'model.panoptic_head has {head.num_stuff_classes} stuff '
+                f'classes, but {field}.dataset.pipeline.{i} '
+                f'(LoadPanopticAnnotations) has with_seg=False: the stuff '
+                f'classes get no ground truth and the model would train on '
+                f'the things only. Set with_seg=True there (or '
+                f'num_stuff_classes=0 for instance segmentation).')
+
+
+def _check_segment_ids(dataset, field: str, num_images: int = 3) -> None:
+    """The first images' panoptic PNGs hold every segment id their JSON
+    entry lists (else mmdet loads empty masks without a word)."""
+    if not hasattr(dataset, 'cat_ids') or not hasattr(dataset,
+                                                      'get_data_info'):
+        return
+    import mmcv
+    from mmengine.fileio import get
+    for i in range(min(num_images, len(dataset))):
+        info = dataset.get_data_info(i)
+        path, segments = info.get('seg_map_path'), info.get('segments_info')
+        if not path or not segments:
+            continue
+        rgb = mmcv.imfrombytes(get(path), flag='color',
+                               channel_order='rgb').astype('int64')
+        ids = rgb[..., 0] + 256 * rgb[..., 1] + 256 ** 2 * rgb[..., 2]
+        present = set(np.unique(ids).tolist())
+        missing = [seg['id'] for seg in segments if seg['id'] not in present]
+        if missing:
+            raise ValueError(
+                f'{field}.dataset: {path} holds no pixel of segment id(s) '
+                f'{missing[:5]} that {getattr(dataset, "ann_file", "?")!r} '
+                f'lists for this image (ids in the PNG: '
+                f'{sorted(present)[:8]}). Panoptic PNGs encode a segment id as '
+                f'R + 256 G + 256^2 B (RGB order), the PNG of an image is '
+                f'found by replacing .jpg with .png under data_prefix.seg: '
+                f'check data_prefix.seg and that the PNGs belong to this '
+                f'JSON.')
 
 
 def _check_coco_metrics(evaluator, metainfo: dict, field: str) -> None:

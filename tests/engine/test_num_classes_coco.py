@@ -142,3 +142,42 @@ def test_thing_listed_as_stuff_is_refused(root, detector):
            "('cross' in metainfo.classes), which the head treats as stuff " \
            '(num_things_classes=4)' in str(err.value)
 
+
+
+def test_panoptic_pngs_of_another_json_are_refused(root, detector, tmp_path):
+    """Segment ids in the JSON that the PNGs do not hold: mmdet would load
+    empty masks for them without a word."""
+    with open(osp.join(root, 'annotations', 'panoptic_val.json')) as f:
+        data = json.load(f)
+    for ann in data['annotations']:
+        for seg in ann['segments_info']:
+            seg['id'] += 1000  # ids of another annotation run
+    ann_file = tmp_path / 'panoptic_val_other_ids.json'
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(ValueError) as err:
+        check_num_classes(detector, _dataset(root, str(ann_file)))
+    msg = str(err.value)
+    assert 'holds no pixel of segment id(s) [1001' in msg
+    assert 'R + 256 G + 256^2 B' in msg and 'data_prefix.seg' in msg
+
+
+def test_panoptic_pipeline_without_seg_is_refused(root, detector):
+    """Stuff classes with ``with_seg=False``: the model would learn the
+    things only."""
+    from mmdet.registry import DATASETS
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        ds = DATASETS.build(dict(
+            type='CocoPanopticDataset', data_root=root,
+            ann_file='annotations/panoptic_val.json',
+            data_prefix=dict(img='img_dir/val/',
+                             seg='annotations/panoptic_val/'),
+            metainfo=dict(classes=THINGS + ('background',),
+                          thing_classes=THINGS,
+                          stuff_classes=('background',)),
+            pipeline=[dict(type='LoadImageFromFile'),
+                      dict(type='LoadPanopticAnnotations', with_seg=False)]))
+    check_num_classes(detector, ds, 'val_dataloader')  # val needs no seg
+    with pytest.raises(ValueError) as err:
+        check_num_classes(detector, ds, 'train_dataloader')
+    assert ('train_dataloader.dataset.pipeline.1 (LoadPanopticAnnotations) '
+            'has with_seg=False') in str(err.value)
