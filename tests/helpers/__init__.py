@@ -140,6 +140,18 @@ def prediction_sets(predictions):
     return predictions.as_lists()
 
 
+def assert_builtin_outputs_equal(out, ref, rtol: float = 1e-5) -> None:
+    """``out`` has the built-ins' tensor-mode type, (class sets, mask sets),
+    two lists of tensors, equal to ``ref``'s (max error / max |ref|)."""
+    assert isinstance(out, tuple) and len(out) == len(ref) == 2
+    for ours_sets, ref_sets in zip(out, ref):
+        assert isinstance(ours_sets, list) and len(ours_sets) == len(ref_sets)
+        for a, b in zip(ours_sets, ref_sets):
+            assert a.shape == b.shape
+            err = (a - b).abs().max() / b.abs().max().clamp(min=1e-12)
+            assert err.item() < rtol
+
+
 def train_options(data_root: str, iters: int, **extra) -> list:
     """``--cfg-options`` for a few demo iterations on a small synthetic
     set at ``data_root`` (64x64, 16 train and 4 val images)."""

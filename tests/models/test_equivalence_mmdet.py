@@ -15,7 +15,7 @@ from mmengine.structures import InstanceData, PixelData
 
 from m2f_plugin.converters import convert_mmdet_state_dict
 from m2f_plugin.structures import InstanceMaskTargets, SegmentMapTargets
-from tests.helpers import feats, use_fixed_points
+from tests.helpers import assert_builtin_outputs_equal, feats, use_fixed_points
 
 mmdet = pytest.importorskip('mmdet')
 from mmdet.registry import MODELS  # noqa: E402
@@ -493,11 +493,6 @@ def test_tensor_mode_returns_what_the_builtin_returns(panoptic_pair):
         ref = builtin(imgs, None, mode='tensor')
         out = ours(imgs, None, mode='tensor')
         cls_sets, mask_sets = ours.panoptic_head(ours.extract_feat(imgs))
-    assert isinstance(out, tuple) and len(out) == len(ref) == 2
-    for ours_sets, ref_sets in zip(out, ref):
-        assert isinstance(ours_sets, list) and len(ours_sets) == len(ref_sets)
-        for a, b in zip(ours_sets, ref_sets):
-            assert a.shape == b.shape
-            assert _rel_err(a, b) < 1e-5
+    assert_builtin_outputs_equal(out, ref)
     assert out[0][0] is not None and len(cls_sets) == len(mask_sets) == 10
     assert torch.equal(mask_sets[-1], out[1][-1])

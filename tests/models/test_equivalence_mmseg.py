@@ -12,6 +12,7 @@ from mmseg.utils import register_all_modules
 from m2f_plugin.converters import convert_mmseg_state_dict
 from tests.helpers import (
     CONFIGS,
+    assert_builtin_outputs_equal,
     make_label_maps,
     mmseg_config_path,
     seg_data_samples,
@@ -152,10 +153,5 @@ def test_tensor_mode_returns_what_the_builtin_returns(pair):
         ref = builtin.decode_head(builtin.extract_feat(imgs), samples)
         out = ours(imgs, mode='tensor')
         cls_sets, mask_sets = ours.decode_head(ours.extract_feat(imgs))
-    assert isinstance(out, tuple) and len(out) == len(ref) == 2
-    for ours_sets, ref_sets in zip(out, ref):
-        assert isinstance(ours_sets, list) and len(ours_sets) == len(ref_sets)
-        for a, b in zip(ours_sets, ref_sets):
-            assert a.shape == b.shape
-            assert _rel_err(a, b) < 1e-5
+    assert_builtin_outputs_equal(out, ref)
     assert torch.equal(cls_sets[-1], out[0][-1])
