@@ -182,3 +182,69 @@ def test_checkpoint_of_another_model_is_refused_with_a_clear_error():
     ours = _wrapper(Toy(), 'M2FOptimWrapperConstructor')
     with pytest.raises(ValueError, match=r'has 3 parameter groups.*load_from'):
         ours.load_state_dict(saved)
+
+
+def _logged_lines(build) -> list:
+    """The messages the current MMLogger receives while ``build()`` runs."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = MMLogger.get_current_instance()
+    handler = Keep(level=logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        build()
+    finally:
+        logger.removeHandler(handler)
+    return lines
+
+
+def test_log_summarises_each_group_by_module():
+    """One summary line per merged group: its options, its parameter count,
+    how many parameters each module (the first two components of the
+    parameter's module path) holds, and the custom keys it matched; no
+    per-parameter lines of the default constructor at INFO level."""
+    lines = _logged_lines(
+        lambda: _wrapper(Toy(), 'M2FOptimWrapperConstructor'))
+    summary = [s for s in lines if s.startswith('paramwise_options -- group')
+               and ' parameters: ' not in s]
+    assert summary == [
+        'paramwise_options -- group 1/4: lr=0.0001, weight_decay=0.05, '
+        'lr_mult=0.1, decay_mult=1.0 -> 4 parameters (backbone.0: 2, '
+        'backbone.1: 2; custom keys: backbone)',
+        'paramwise_options -- group 2/4: lr=0.001, weight_decay=0.0, '
+        'lr_mult=1.0, decay_mult=0.0 -> 1 parameters (query_embed: 1; '
+        'custom keys: query_embed)',
+        'paramwise_options -- group 3/4: lr=0.001, weight_decay=0.05 '
+        '(optimizer defaults) -> 4 parameters (head.0: 2, head.2: 2)',
+        'paramwise_options -- group 4/4: lr=0.001, weight_decay=0.0 -> 2 '
+        'parameters (head.1: 2)',
+    ]
+
+
+def test_group_summary_counts_deep_and_top_level_parameters_per_module():
+    """Deep names are counted under their first two module levels
+    (``decode_head.pixel_decoder``), a parameter directly on the model
+    under its own name, an unknown one as ``?``."""
+    from m2f_plugin.engine.optim_wrapper_constructor import (
+        describe_param_groups,
+    )
+    params = [torch.zeros(1) for _ in range(5)]
+    names = {id(params[0]): 'decode_head.pixel_decoder.layers.0.attn.weight',
+             id(params[1]): 'decode_head.pixel_decoder.layers.1.attn.bias',
+             id(params[2]): 'decode_head.query_embed.weight',
+             id(params[3]): 'level_embed'}
+    lines = describe_param_groups(
+        [dict(params=params, lr=0.5)], names, custom_keys=['query_embed'],
+        defaults=dict(lr=0.1, weight_decay=None))
+    assert lines == [
+        'paramwise_options -- group 1/1: lr=0.5 -> 5 parameters '
+        '(decode_head.pixel_decoder: 2, decode_head.query_embed: 1, '
+        'level_embed: 1, ?: 1; custom keys: query_embed)']

@@ -104,3 +104,44 @@ def test_loading_a_nonfinite_checkpoint_is_refused(tmp_path):
     with pytest.raises(M2FNonFiniteError, match=f'{bad} holds NaN/Inf in 1 '
                        r'weight tensors \(linear.weight\)'):
         runner.train()
+
+
+def test_resume_from_a_named_nonfinite_checkpoint_names_that_file(tmp_path):
+    """``load_from`` with ``resume=True`` resumes from the named file, not from
+    the latest one of the work directory: the refusal names that file (here
+    the new work directory holds a finite checkpoint of its own, which the
+    message must not blame)."""
+    work = str(tmp_path)
+    toy_runner(work, 3, hooks=[CorruptWeightsHook(at=3)]).train()
+    bad = osp.join(work, 'iter_3.pth')
+    next_work = str(tmp_path / 'next')
+    toy_runner(next_work, 1).train()
+    assert checkpoints(next_work) == ['iter_1.pth']  # premise
+    runner = toy_runner(next_work, 2, load_from=bad, resume=True,
+                        hooks=[M2FFiniteCheckpointHook()])
+    with pytest.raises(M2FNonFiniteError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert msg.startswith(f'{bad} holds NaN/Inf in 1 weight tensors '
+                          '(linear.weight)')
+    assert 'iter_1.pth' not in msg
+
+
+def test_loading_without_a_named_source_does_not_blame_the_work_dir(
+        tmp_path):
+    """A non-finite checkpoint loaded directly (no ``load_from``, no resume)
+    is refused without naming a file: the finite checkpoint in the work
+    directory is not where the weights came from."""
+    work = str(tmp_path)
+    toy_runner(work, 3, hooks=[CorruptWeightsHook(at=3)]).train()
+    bad = osp.join(work, 'iter_3.pth')
+    next_work = str(tmp_path / 'next')
+    runner = toy_runner(next_work, 1, hooks=[M2FFiniteCheckpointHook()])
+    runner.train()
+    assert checkpoints(next_work) == ['iter_1.pth']  # premise
+    with pytest.raises(M2FNonFiniteError) as err:
+        runner.load_checkpoint(bad)
+    msg = str(err.value)
+    assert msg.startswith('The checkpoint holds NaN/Inf in 1 weight tensors '
+                          '(linear.weight)')
+    assert 'iter_1.pth' not in msg and next_work not in msg

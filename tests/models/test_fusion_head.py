@@ -281,3 +281,47 @@ def test_peak_memory_at_1333x800_at_most_half_of_mmdets():
 def test_registered_for_mmdet_configs():
     from mmdet.registry import MODELS
     assert MODELS.get('M2FFusionHead') is M2FFusionHead
+
+
+@pytest.mark.parametrize('test_cfg', [dict(), dict(object_mask_thr=0.5,
+                                                   iou_thr=0.5)],
+                         ids=['empty', 'thresholds-only'])
+def test_defaults_of_unset_switches_are_mmdets(test_cfg):
+    """A ``test_cfg`` without ``panoptic_on`` / ``instance_on`` /
+    ``semantic_on`` gives what mmdet's ``MaskFormerFusionHead`` gives: the
+    panoptic map only (panoptic on, instances and semantic map off)."""
+    cls, masks = _segment_inputs()
+    samples = _samples(2)
+    kw = dict(num_things_classes=THINGS, num_stuff_classes=STUFF,
+              test_cfg=test_cfg)
+    theirs, ours = MaskFormerFusionHead(**kw), M2FFusionHead(**kw)
+    full = F.interpolate(masks, size=(80, 96), mode='bilinear',
+                         align_corners=False)
+    ref = theirs.predict(cls, full, samples, rescale=True)
+    got = ours.predict(cls, masks, samples, rescale=True)
+    assert [set(r) for r in ref] == [{'pan_results'}] * 2
+    assert [set(o) for o in got] == [{'pan_results'}] * 2
+    for r, o in zip(ref, got):
+        assert len(r['pan_results'].sem_seg.unique()) > 2  # several segments
+        assert torch.equal(o['pan_results'].sem_seg, r['pan_results'].sem_seg)
+    assert all('pred_sem_seg' not in s for s in samples)
+
+
+def test_max_per_image_equal_to_queries_times_classes_is_valid():
+    """``max_per_image = queries x classes`` (every pair) is the largest
+    valid value: it predicts, as mmdet's head, every thing-class pair."""
+    queries = 3
+    cls, masks = _inputs(queries=queries)
+    samples = _samples(2)
+    theirs, ours = _heads(max_per_image=queries * K)
+    full = F.interpolate(masks, size=(80, 96), mode='bilinear',
+                         align_corners=False)
+    ref = theirs.predict(cls, full, samples, rescale=True)
+    got = ours.predict(cls, masks, samples, rescale=True)
+    for r, o in zip(ref, got):
+        ins_r, ins_o = r['ins_results'], o['ins_results']
+        assert len(ins_o) == len(ins_r) == queries * THINGS
+        assert sorted(ins_o.labels.tolist()) == sorted(ins_r.labels.tolist())
+        torch.testing.assert_close(ins_o.scores.sort().values,
+                                   ins_r.scores.sort().values, rtol=1e-5,
+                                   atol=1e-6)

@@ -5,14 +5,20 @@ import pytest
 import torch
 
 from m2f_plugin.models.heads import semantic_logits
-from tests.helpers import feats, make_label_maps, seg_data_samples, tiny_head
+from tests.helpers import (
+    feats,
+    make_label_maps,
+    mmseg_config_path,
+    seg_data_samples,
+    tiny_head,
+)
 
 
 def test_forward_shapes_and_ten_sets_with_nine_layers():
     head = tiny_head(transformer_decoder=dict(
         type='M2FMaskedTransformerDecoder', num_layers=9, num_heads=4,
         ffn_dims=64))
-    preds = head(feats())
+    preds = head.prediction_sets(feats())
     assert preds.num_sets == 10
     assert preds.class_logits[0].shape == (2, 8, 6)
     assert preds.mask_logits(0).shape == (2, 8, 16, 16)
@@ -67,7 +73,7 @@ def test_predict_matches_direct_formula_and_sizes():
     head = tiny_head().eval()
     x = feats(2, 64, 96)
     with torch.no_grad():
-        cls, mask_logits = head(x).last()
+        cls, mask_logits = head.prediction_sets(x).last()
         metas = [dict(img_shape=(60, 90), pad_shape=(64, 96),
                       ori_shape=(60, 90))] * 2
         out = head.predict(x, metas, None)
@@ -201,3 +207,99 @@ def test_predict_names_images_with_non_finite_predictions():
 def test_old_options_fail_naming_what_to_use(option, message):
     with pytest.raises(ValueError, match=message):
         tiny_head(**option)
+
+
+def _mmseg_builtin_head(feat_channels: int, out_channels: int):
+    """mmseg's own ``Mask2FormerHead`` with ``tiny_head``'s sizes (classes,
+    queries, layers, heads, FFN widths, groups) and the given channels."""
+    import mmdet.models  # noqa: F401  (the built-in head wraps mmdet's)
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+
+    cfg = Config.fromfile(mmseg_config_path(
+        'mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py')
+    ).model.decode_head
+    cfg.update(in_channels=[8, 16, 24, 32], feat_channels=feat_channels,
+               out_channels=out_channels, num_classes=5, num_queries=8)
+    cfg.loss_cls.class_weight = [1.0] * 5 + [0.1]
+    encoder = cfg.pixel_decoder.encoder
+    encoder.num_layers = 2
+    encoder.layer_cfg.self_attn_cfg.update(embed_dims=feat_channels,
+                                           num_heads=4)
+    encoder.layer_cfg.ffn_cfg.update(embed_dims=feat_channels,
+                                     feedforward_channels=64)
+    cfg.pixel_decoder.norm_cfg.num_groups = 8
+    cfg.pixel_decoder.positional_encoding.num_feats = feat_channels // 2
+    cfg.positional_encoding.num_feats = feat_channels // 2
+    decoder = cfg.transformer_decoder
+    decoder.num_layers = 3
+    for attn in ('self_attn_cfg', 'cross_attn_cfg'):
+        decoder.layer_cfg[attn].update(embed_dims=feat_channels, num_heads=4)
+    decoder.layer_cfg.ffn_cfg.update(embed_dims=feat_channels,
+                                     feedforward_channels=64)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        head = MODELS.build(cfg)
+    head.init_weights()
+    return head.eval()
+
+
+def test_feat_and_out_channels_mean_what_they_mean_in_mmseg():
+    """``feat_channels`` (pixel decoder and queries) and ``out_channels``
+    (mask features) set apart, 32 and 16: mmseg's built-in head with the
+    same settings converts into ours with every tensor's shape matching,
+    and both give the same predictions; the mask features have
+    ``out_channels`` channels, the multi-scale memories ``feat_channels``."""
+    from m2f_plugin.converters import convert_mmseg_state_dict
+
+    builtin = _mmseg_builtin_head(feat_channels=32, out_channels=16)
+    ours = tiny_head(feat_channels=32, out_channels=16).eval()
+    state = {f'decode_head.{k}': v for k, v in builtin.state_dict().items()}
+    converted, report = convert_mmseg_state_dict(state)
+    assert not report.unmapped
+    converted = {k[len('decode_head.'):]: v for k, v in converted.items()}
+    ours.load_state_dict(converted, strict=True)
+    x = feats()
+    samples = seg_data_samples(make_label_maps(2, 64, 64, 5))
+    with torch.no_grad():
+        mask_features, memories = ours.pixel_decoder(list(x))
+        cls_ref, mask_ref = builtin(x, samples)
+        cls_out, mask_out = ours(x)
+    assert mask_features.shape == (2, 16, 16, 16)
+    assert [tuple(m.shape) for m in memories] == [
+        (2, 32, 2, 2), (2, 32, 4, 4), (2, 32, 8, 8)]
+    assert len(cls_out) == len(cls_ref) == 4
+    for s in range(4):
+        torch.testing.assert_close(cls_out[s], cls_ref[s], rtol=1e-4,
+                                   atol=1e-5)
+        torch.testing.assert_close(mask_out[s], mask_ref[s], rtol=1e-4,
+                                   atol=1e-5)
+
+
+@pytest.mark.parametrize('align_corners', [False, True])
+@pytest.mark.parametrize('chunk', [1, 300, 0])
+def test_banded_semantic_logits_with_gradients_equal_straightforward(
+        chunk, align_corners):
+    """With autograd on (the training-time path, where bands are assigned
+    instead of written in place), the banded result and the gradients of
+    both inputs equal the upsample-all formula's."""
+    g = torch.Generator().manual_seed(0)
+    cls0 = torch.randn(2, 6, 5, generator=g)
+    masks0 = torch.randn(2, 6, 7, 9, generator=g) * 3
+    size = (19, 23)
+    weights = torch.randn(2, 4, *size, generator=g)
+    results = []
+    for banded in (True, False):
+        cls = cls0.clone().requires_grad_()
+        masks = masks0.clone().requires_grad_()
+        if banded:
+            out = semantic_logits(cls, masks, size, align_corners,
+                                  chunk=chunk)
+        else:
+            out = _straightforward(cls, masks, size, align_corners)
+        assert out.shape == (2, 4, *size) and out.requires_grad
+        (out * weights).sum().backward()
+        results.append((out.detach(), cls.grad, masks.grad))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

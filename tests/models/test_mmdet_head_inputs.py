@@ -382,3 +382,32 @@ def test_label_map_label_outside_the_classes_is_an_error():
             r'gt_sem_seg holds labels \[7\] outside \[0, num_things_classes '
             r'\+ num_stuff_classes = 5\) that are not ignore_index=255')):
         head.targets([sample, _sample()], 'cpu')
+
+
+# --- loss weights ---------------------------------------------------------------
+
+def test_each_mask_loss_scales_with_its_own_weight():
+    """``loss_mask`` (point BCE) and ``loss_dice`` set to different weights,
+    3 and 7: every set's ``*loss_mask`` is 3x and every ``*loss_dice`` 7x
+    the value at weight 1, the class losses are unchanged (same weights,
+    same points, same matching, since the matcher has its own costs)."""
+    samples = [_sample([(0, (0, 20, 0, 20)), (2, (30, 60, 10, 40))],
+                       [(3, (40, 64, 40, 64))]),
+               _sample([(1, (5, 50, 5, 25))], [(4, (0, 64, 30, 64))])]
+    losses = {}
+    for weights in ((1.0, 1.0), (3.0, 7.0)):
+        head = _head(
+            loss_mask=dict(type='M2FPointBCELoss', loss_weight=weights[0]),
+            loss_dice=dict(type='M2FPointDiceLoss', loss_weight=weights[1]))
+        use_fixed_points(head)
+        with torch.no_grad():
+            losses[weights] = head.loss(feats(), samples)
+    unit, weighted = losses[(1.0, 1.0)], losses[(3.0, 7.0)]
+    assert len(unit) == 9 and set(unit) == set(weighted)
+    for key, value in unit.items():
+        assert value > 0, key  # a real check of the ratio
+        scale = (3.0 if key.endswith('loss_mask') else
+                 7.0 if key.endswith('loss_dice') else 1.0)
+        torch.testing.assert_close(weighted[key], scale * value,
+                                   msg=f'{key} scaled by another weight')
+    assert unit['loss_mask'] != unit['loss_dice']
