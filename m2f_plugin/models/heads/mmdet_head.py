@@ -7,12 +7,11 @@ stuff classes of ``gt_sem_seg``) of ``DetDataSample``s become mask targets
 for the losses, and the final prediction set becomes the class and mask
 logits mmdet's ``MaskFormerFusionHead`` post-processes.
 
-In an mmdet config, replace the built-in head (its pixel decoder and
-transformer decoder configs are mmdet's, so drop them)::
+In an mmdet config, change the built-in heads' types; the built-in's keys
+are translated (``builtin_layout``)::
 
-    model = dict(panoptic_head=dict(
-        _delete_=True, type='M2FDetHead', in_channels=[256, 512, 1024, 2048],
-        num_things_classes=80, num_stuff_classes=53))
+    model = dict(panoptic_head=dict(type='M2FDetHead'),
+                 panoptic_fusion_head=dict(type='M2FFusionHead'))
 
 Checkpoints of the built-in head load directly (keys renamed on load).
 This file imports nothing from mmdet: the plugin stays importable without it.
