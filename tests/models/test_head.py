@@ -90,6 +90,17 @@ def test_predict_matches_direct_formula_and_sizes():
     assert crop.shape == (2, 5, 64, 96)
 
 
+def test_predict_a_batch_of_one():
+    """Inference of a single image (``MMSegInferencer``'s usual batch):
+    the size comes from that image's meta."""
+    head = tiny_head().eval()
+    x = feats(1, 64, 96)
+    with torch.no_grad():
+        out = head.predict(x, [dict(img_shape=(60, 90), pad_shape=(64, 96),
+                                    ori_shape=(60, 90))], None)
+    assert out.shape == (1, 5, 64, 96)
+
+
 def _straightforward(cls, masks, size, align_corners):
     up = torch.nn.functional.interpolate(masks, size, mode='bilinear',
                                          align_corners=align_corners)
