@@ -155,3 +155,36 @@ def test_tensor_mode_returns_what_the_builtin_returns(pair):
         cls_sets, mask_sets = ours.decode_head(ours.extract_feat(imgs))
     assert_builtin_outputs_equal(out, ref)
     assert torch.equal(cls_sets[-1], out[0][-1])
+
+
+def test_type_swapped_builtin_config_same_losses_with_an_unlabelled_image(
+        pair, fixed_rand):
+    """mmseg's own config with only the head type changed trains as the
+    built-in, also on a batch holding an image without labelled pixels (the
+    built-in counts it as one mask in the losses' normaliser; the
+    translation sets ``min_masks_per_image=1``)."""
+    builtin, _ = pair
+    cfg = Config.fromfile(mmseg_config_path(BUILTIN))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.norm_cfg = dict(type='BN', requires_grad=True)
+    model_cfg.backbone.init_cfg = None
+    model_cfg.decode_head.type = 'M2FHead'
+    swapped = MODELS.build(model_cfg)
+    swapped.load_state_dict(builtin.state_dict(), strict=True)
+    use_fixed_points(swapped)
+    torch.manual_seed(2)
+    imgs = torch.randn(2, 3, 128, 128)
+    labels = make_label_maps(2, 128, 128, 150, seed=3)
+    labels[1] = 255  # nothing labelled
+    builtin.train()
+    swapped.train()
+    try:
+        ref = builtin.loss(imgs, seg_data_samples(labels))
+        out = swapped.loss(imgs, seg_data_samples(labels))
+    finally:
+        builtin.eval()
+    assert set(out) == set(ref)
+    for key in ref:
+        rel = abs(out[key].item() - ref[key].item()) / max(
+            abs(ref[key].item()), 1e-8)
+        assert rel < 1e-4, (key, out[key].item(), ref[key].item())

@@ -58,8 +58,9 @@ Translated (``path`` -> ours):
   given twice add up, a kind not given weighs 0); ``sampler``
   (``MaskPseudoSampler``) is what our criterion does.
 * Our own keys without a built-in counterpart pass through: mmseg
-  ``predict_chunk``; mmdet ``masks_at_input_size``, ``min_masks_per_image``,
-  ``ignore_index``. A sub-config already in our layout (an ``M2F`` type)
+  ``predict_chunk``, ``min_masks_per_image`` (1 unless given: the
+  built-in's loss normaliser); mmdet ``masks_at_input_size``,
+  ``min_masks_per_image``, ``ignore_index``. A sub-config already in our layout (an ``M2F`` type)
   passes through as well.
 
 Refused (``BuiltinLayoutError``, the message names the key and the fix):
@@ -117,7 +118,7 @@ _BUILTIN_MARKERS = {
 }
 # our keys without a built-in counterpart, accepted in the built-in layout
 _OUR_EXTRAS = {
-    'mmseg': ('predict_chunk',),
+    'mmseg': ('predict_chunk', 'min_masks_per_image'),
     'mmdet': ('masks_at_input_size', 'min_masks_per_image', 'ignore_index'),
 }
 # mmdet's HungarianAssigner match costs -> our matcher's weights
@@ -568,6 +569,9 @@ def translate_builtin_head(kwargs: dict, toolbox: str) -> dict:
             out[key] = r.get(key)
     feat = out.get('feat_channels', 256)
     if toolbox == 'mmseg':
+        # the built-in's normaliser (mmdet's): an image without labelled
+        # pixels counts one mask
+        out.setdefault('min_masks_per_image', 1)
         out['num_classes'] = r.get('num_classes')
         out['ignore_index'] = r.get('ignore_index', 255)
         out['align_corners'] = r.expect(

@@ -68,6 +68,10 @@ class M2FHead(Mask2Former, BaseDecodeHead):
         importance_sample_ratio: The core's, see
             ``Mask2Former.build_mask2former`` (mmseg's ``out_channels``
             means classes elsewhere; here it is the mask features').
+        min_masks_per_image: Least masks an image counts in the mask losses'
+            normaliser: 0 (default) counts the targets only, as the paper's
+            code; 1 as mmdet's and mmseg's built-in (an image without
+            labelled pixels counts one; the built-in layout sets it).
         predict_chunk: Upsampled-mask elements alive at once in
             ``predict`` (bounds its memory; see ``semantic_logits``).
         ignore_index: Unlabelled pixels' label.
@@ -97,6 +101,7 @@ class M2FHead(Mask2Former, BaseDecodeHead):
                  num_points: int = 12544,
                  oversample_ratio: float = 3.0,
                  importance_sample_ratio: float = 0.75,
+                 min_masks_per_image: int = 0,
                  predict_chunk: int = 1 << 22,
                  ignore_index: int = 255,
                  align_corners: bool = False,
@@ -123,7 +128,8 @@ class M2FHead(Mask2Former, BaseDecodeHead):
             transformer_decoder=transformer_decoder, loss_cls=loss_cls,
             loss_mask=loss_mask, loss_dice=loss_dice, matcher=matcher,
             num_points=num_points, oversample_ratio=oversample_ratio,
-            importance_sample_ratio=importance_sample_ratio)
+            importance_sample_ratio=importance_sample_ratio,
+            min_masks_per_image=min_masks_per_image)
 
     def prediction_sets(self, inputs: Sequence[Tensor]) -> Predictions:
         """Backbone maps (B, C_i, H_i, W_i), fine to coarse -> the
