@@ -192,6 +192,11 @@ class _Reader:
                       'delete it or move it where the built-in reads it')
 
 
+# the built-in's FFN defaults (encoder and decoder layers alike)
+_BUILTIN_FFN = dict(embed_dims=256, feedforward_channels=1024, num_fcs=2,
+                    ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True))
+
+
 # -- detection ---------------------------------------------------------------
 def _is_ours(cfg: Any) -> bool:
     return isinstance(cfg, dict) and str(_bare(cfg.get('type', ''))
@@ -360,9 +365,7 @@ def _pixel_decoder(r: _Reader, feat_channels: int, num_levels: int
                 'ours projects values to embed_dims; delete it')
     _no_init_cfg(attn)
     attn.finish()
-    ffn_dims, ffn_drop = _ffn(layer.sub('ffn_cfg', dict(
-        embed_dims=256, feedforward_channels=1024, num_fcs=2, ffn_drop=0.0,
-        act_cfg=dict(type='ReLU', inplace=True))), feat_channels)
+    ffn_dims, ffn_drop = _ffn(layer.sub('ffn_cfg', _BUILTIN_FFN), feat_channels)
     if attn_drop != ffn_drop:
         layer.fail(f'{layer.name("self_attn_cfg.dropout")}={attn_drop} and '
                    f'{layer.name("ffn_cfg.ffn_drop")}={ffn_drop} differ; ours '
@@ -396,9 +399,7 @@ def _transformer_decoder(r: _Reader, feat_channels: int) -> dict:
         layer.sub('self_attn_cfg', default_attn), feat_channels)
     cross_heads, cross_drop = _attention(
         layer.sub('cross_attn_cfg', default_attn), feat_channels)
-    ffn_dims, ffn_drop = _ffn(layer.sub('ffn_cfg', dict(
-        embed_dims=256, feedforward_channels=1024, num_fcs=2, ffn_drop=0.0,
-        act_cfg=dict(type='ReLU', inplace=True))), feat_channels)
+    ffn_dims, ffn_drop = _ffn(layer.sub('ffn_cfg', _BUILTIN_FFN), feat_channels)
     if self_heads != cross_heads:
         layer.fail(f'{layer.name("self_attn_cfg.num_heads")}={self_heads} '
                    f'and {layer.name("cross_attn_cfg.num_heads")}='
