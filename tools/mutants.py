@@ -43,7 +43,7 @@ DEFAULT_TESTS: Dict[str, Tuple[str, ...]] = {
         'tests/models/test_mmdet_head_inputs.py',
         'tests/models/test_mmdet_head_host_work.py'),
     'm2f_plugin/models/heads/mmseg_head.py': ('tests/models/test_head.py',),
-    'm2f_plugin/models/heads/semantic.py': (
+    'm2f_plugin/postprocess/semantic.py': (
         'tests/models/test_head.py', 'tests/models/test_fusion_head.py'),
     'm2f_plugin/models/heads/mmdet_head.py': (
         'tests/models/test_mmdet_head_inputs.py',

@@ -1,8 +1,8 @@
 """Toolbox adapters of the core: the mmseg decode head, the mmdet panoptic
 head and the mmdet fusion head that post-processes its predictions."""
+from ...postprocess import semantic_logits
 from .mmdet_head import M2FDetHead
 from .mmseg_head import M2FHead
-from .semantic import semantic_logits
 
 try:  # the fusion head subclasses mmdet's: only where mmdet is usable
     from .fusion_head import M2FFusionHead

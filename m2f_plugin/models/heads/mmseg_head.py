@@ -17,10 +17,10 @@ from mmseg.utils import ConfigType, SampleList
 from torch import Tensor
 
 from ...converters import convert_mmseg_state_dict, is_mmseg_mask2former
+from ...postprocess import semantic_logits
 from ...structures import Predictions, sem_seg_to_masks
 from ..mask2former import Mask2Former
 from .builtin_layout import accepts_builtin_layout
-from .semantic import semantic_logits
 
 __all__ = ['M2FHead']
 

@@ -1,4 +1,4 @@
-"""Per-class semantic logits from the final prediction set.
+"""Semantic results from the final prediction set.
 
 ``sum_q softmax(cls)[q, k] * sigmoid(up(mask_q))``, as mmseg's and mmdet's
 Mask2Former compute it, made one band of output rows at a time so that the
@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['semantic_labels', 'semantic_logits']
+from .kept_masks import MaskGeometry
+
+__all__ = ['semantic_labels', 'semantic_logits', 'semantic_map']
 
 
 def _resize_grid(size: int, align_corners: bool, device: torch.device
@@ -44,13 +46,13 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
         align_corners: As in ``F.interpolate``.
         chunk: Upsampled-mask elements alive at once; <= 0: the plain
             upsample-all formula in one step (no loop over rows: what
-            tracing and ONNX export need, see ``m2f_plugin.accel.export``).
+            tracing and ONNX export need; chosen while tracing anyway).
 
     Returns:
         (B, K, H, W) float32.
     """
     probs = cls_logits.float().softmax(-1)[..., :-1]  # (B, Q, K)
-    if chunk <= 0:
+    if chunk <= 0 or torch.jit.is_tracing():
         up = F.interpolate(mask_logits.float(), size=size, mode='bilinear',
                            align_corners=align_corners).sigmoid()
         return torch.einsum('bqk,bqhw->bkhw', probs, up)
@@ -84,6 +86,29 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
     return out.view(batch, num_classes, height, width)
 
 
+def semantic_map(cls_logits: Tensor, mask_logits: Tensor,
+                 geometry: MaskGeometry, align_corners: bool = False,
+                 chunk: int = 1 << 24) -> Tuple[Tensor, Tensor]:
+    """Labels and per-class scores of one image at ``geometry.output``, as
+    mmseg's ``EncoderDecoder`` makes them: per-class logits at the padded
+    input, the padding cropped, a bilinear resize, the argmax.
+
+    Args:
+        cls_logits: (1, Q, K + 1).
+        mask_logits: (1, Q, h, w).
+        geometry: Where the mask maps sit and the output size (H, W).
+        align_corners: The head's.
+        chunk: As in ``semantic_logits``.
+
+    Returns:
+        ``labels`` (H, W) long and ``scores`` (K, H, W) float32.
+    """
+    logits = semantic_logits(cls_logits, mask_logits, geometry.padded,
+                             align_corners, chunk)
+    logits = logits[:, :, :geometry.image[0], :geometry.image[1]]
+    logits = F.interpolate(logits, size=geometry.output, mode='bilinear',
+                           align_corners=align_corners)[0]
+    return logits.argmax(0), logits
 
 
 def semantic_labels(cls_logits: Tensor, mask_logits: Tensor,
