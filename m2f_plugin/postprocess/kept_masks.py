@@ -85,7 +85,10 @@ def kept_masks(mask_logits: Tensor, queries: Tensor, geometry: MaskGeometry,
         masks_per_step: Queries resized at once.
     """
     if masks_per_step <= 0 or _is_traced(queries):
-        yield 0, resize_masks(mask_logits[queries], geometry)
+        # one zero mask appended and dropped again: resizing an empty batch
+        # fails, and the count of kept queries is only known at run time
+        chosen = torch.cat([mask_logits[queries], mask_logits[:1] * 0])
+        yield 0, resize_masks(chosen, geometry)[:-1]
         return
     for start in range(0, queries.shape[0], masks_per_step):
         chosen = queries[start:start + masks_per_step]

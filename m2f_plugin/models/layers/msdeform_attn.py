@@ -113,7 +113,9 @@ class MSDeformAttn(nn.Module):
                                  -1)
         locations = reference_points[:, :, None, :, None, :] + \
             offsets / normalizer[None, None, None, :, None, :]
-        kernel = MSDA_KERNELS[self.impl]
+        # compiled kernels do not trace; an export records the PyTorch path
+        kernel = MSDA_KERNELS['pytorch' if torch.jit.is_tracing() else
+                              self.impl]
         out = kernel(value, spatial_shapes, level_start_index, locations,
                      weights, self.im2col_step)
         return query + self.dropout(self.output_proj(out))

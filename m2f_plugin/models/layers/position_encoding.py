@@ -43,13 +43,15 @@ class SinePositionEncoding2d(nn.Module):
         cast to ``dtype``. Cached per (H, W, device, dtype).
         """
         key = (height, width, device, dtype)
-        pos = self._cache.get(key) if self.cache else None
+        # a trace must not record a cached tensor as a constant of its size
+        use_cache = self.cache and not torch.jit.is_tracing()
+        pos = self._cache.get(key) if use_cache else None
         if pos is None:
             # a normal tensor even under inference_mode: a cached inference
             # tensor could not be saved for backward by a later training step
             with torch.inference_mode(False):
                 pos = self._encode(height, width, device).to(dtype)
-            if self.cache:
+            if use_cache:
                 if len(self._cache) >= 16:  # many sizes (slide, TTA): bound
                     self._cache.clear()
                 self._cache[key] = pos

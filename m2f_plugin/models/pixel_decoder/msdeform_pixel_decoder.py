@@ -160,6 +160,20 @@ class M2FPixelDecoder(nn.Module):
             self._geometry_cache[key] = out
         return out
 
+    def _traced_level_geometry(self, maps: Sequence[Tensor]
+                               ) -> Tuple[Tensor, Tensor, Tensor]:
+        """``_level_geometry`` for a trace: each level's (H, W) read from its
+        (B, C, H, W) map (``Shape`` ops, so an exported graph takes any
+        input size) and nothing cached. The same values as eagerly."""
+        spatial_shapes = torch.stack(
+            [torch._shape_as_tensor(x)[-2:] for x in maps])
+        level_start_index = torch.cat([
+            spatial_shapes.new_zeros(1),
+            spatial_shapes.prod(1).cumsum(0)[:-1]])
+        shapes = [tuple(x.shape[-2:]) for x in maps]
+        return (spatial_shapes, level_start_index,
+                self._reference_points(shapes, maps[0].device))
+
     @staticmethod
     def _reference_points(shapes: Sequence[Tuple[int, int]],
                           device: torch.device) -> Tensor:
@@ -185,7 +199,7 @@ class M2FPixelDecoder(nn.Module):
         """
         batch = feats[0].shape[0]
         num_inputs = len(feats)
-        tokens, pos, shapes = [], [], []
+        tokens, pos, shapes, maps = [], [], [], []
         for i in range(self.num_levels):
             x = self.input_projs[i](feats[num_inputs - 1 - i])
             _, _, h, w = x.shape
@@ -194,9 +208,14 @@ class M2FPixelDecoder(nn.Module):
             tokens.append(x.flatten(2).transpose(1, 2))  # (B, C, HW) -> (B, HW, C)
             pos.append(p.flatten(2).transpose(1, 2))
             shapes.append((h, w))
+            maps.append(x)
         sizes = [h * w for h, w in shapes]
-        spatial_shapes, level_start_index, reference_points = \
-            self._level_geometry(tuple(shapes), feats[0].device)
+        if torch.jit.is_tracing():
+            spatial_shapes, level_start_index, reference_points = \
+                self._traced_level_geometry(maps)
+        else:
+            spatial_shapes, level_start_index, reference_points = \
+                self._level_geometry(tuple(shapes), feats[0].device)
         reference_points = reference_points.expand(batch, -1,
                                                     self.num_levels, -1)
         memory = self.encoder(torch.cat(tokens, 1), torch.cat(pos, 1),
