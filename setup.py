@@ -85,8 +85,9 @@ if __name__ == '__main__':
         long_description_content_type='text/markdown',
         license='Apache-2.0',
         python_requires='>=3.9',
+        # m2f_plugin, m2f_deploy (the runtime: no torch) and projects_ops
         packages=find_packages(exclude=('tests', 'tests.*', 'configs',
-                                        'tools')),  # projects_ops ships too
+                                        'tools')),
         py_modules=['m2f_plugin_config_names'],
         cmdclass={'build_py': BuildPyWithStartup},
         include_package_data=True,
@@ -96,6 +97,8 @@ if __name__ == '__main__':
         extras_require={
             'mim': read_requirements('mminstall.txt'),
             'tests': read_requirements('tests.txt'),
+            # m2f_deploy alone: run exported models without torch/toolboxes
+            'deploy': read_requirements('deploy.txt'),
         },
         zip_safe=False,
     )

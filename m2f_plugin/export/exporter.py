@@ -123,6 +123,8 @@ def load_model(config: Union[str, Config], checkpoint: Optional[str] = None,
                 '(the image resized as the test pipeline says, one forward '
                 'pass), and check its accuracy with deploy_test.')
         model_cfg['test_cfg'] = dict(test_cfg, mode='whole')
+    if family == 'mmdet':  # the PyTorch reference predicts the task too
+        model_cfg['test_cfg'] = dict(test_cfg, **{f'{task}_on': True})
     model_cfg.pop('pretrained', None)
     if isinstance(model_cfg.get('backbone'), dict):
         model_cfg['backbone']['init_cfg'] = None

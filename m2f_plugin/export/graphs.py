@@ -57,6 +57,13 @@ class DeployedSegmentor(nn.Module):
         self.task = task
         self.test_cfg = dict(test_cfg or {})
         self.with_scores = with_scores and task == 'semantic'
+        limit = self.head.num_queries * self.head.num_classes
+        if task == 'instance' and \
+                self.test_cfg.get('max_per_image', 100) > limit:
+            raise ValueError(
+                f"test_cfg.max_per_image={self.test_cfg['max_per_image']} is "
+                f'larger than queries x classes = {limit}; set '
+                f'max_per_image <= {limit}.')
 
     @property
     def head(self) -> nn.Module:

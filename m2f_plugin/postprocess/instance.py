@@ -45,7 +45,9 @@ def instance_results(cls_logits: Tensor, mask_logits: Tensor,
         ValueError: ``max_per_image`` is larger than Q * K.
     """
     num_queries, num_classes = cls_logits.shape[0], cls_logits.shape[1] - 1
-    if max_per_image > num_queries * num_classes:
+    # (a trace records the sizes as tensors; the exporter checks this once)
+    if not torch.jit.is_tracing() and \
+            max_per_image > num_queries * num_classes:
         raise ValueError(
             f'test_cfg.max_per_image={max_per_image} is larger than '
             f'queries x classes = {num_queries} x {num_classes} = '
