@@ -144,19 +144,27 @@ def load_model(config: Union[str, Config], checkpoint: Optional[str] = None,
     return LoadedModel(model.eval(), cfg, family, task)
 
 
-def _trace_problems(model: nn.Module, trace_hw: Tuple[int, int]) -> None:
-    """Refuse a trace that would only run at its own size."""
+def _trace_size(model: nn.Module, preprocess: ImagePreprocess,
+                trace_hw: Tuple[int, int]) -> Tuple[int, int]:
+    """An image size whose trace runs at every size.
+
+    mmseg's ``VisionTransformer`` resizes its position embedding only when
+    the patch grid differs from its own; traced at a size whose grid equals
+    it, the resize would be missing from the graph. Such a size is moved.
+    """
     backbone = getattr(model, 'backbone', None)
-    if type(backbone).__name__ == 'VisionTransformer':
-        warnings.warn(
-            'export: VisionTransformer resizes its position embedding only '
-            'when the patch grid differs from its own; verify the exported '
-            'file at several sizes with --check')
-    elif type(backbone).__name__ == 'SwinTransformer':
-        warnings.warn(
-            'export: SwinTransformer pads each stage by Python amounts; the '
-            'exported file is exact for inputs padded to multiples of 32 '
-            '(size_divisor=32); verify with --check')
+    if type(backbone).__name__ != 'VisionTransformer':
+        return trace_hw
+    patch = backbone.patch_size
+    grid = tuple(s // patch for s in backbone.img_size)
+    h, w = trace_hw
+    for _ in range(8):
+        inputs, _ = preprocess(torch.zeros(h, w, 3, dtype=torch.uint8))
+        if tuple(s // patch for s in inputs.shape[-2:]) != grid:
+            return h, w
+        h, w = h + 2 * patch + 1, w + 3 * patch + 1
+    raise ValueError('export: no trace size found whose patch grid differs '
+                     f'from the position embedding grid {grid}')
 
 
 def export_model(loaded: LoadedModel, out: str, with_scores: bool = False,
@@ -171,7 +179,8 @@ def export_model(loaded: LoadedModel, out: str, with_scores: bool = False,
         with_scores: Semantic: add the per-class ``scores`` output.
         opset: ONNX opset, >= 16.
         trace_hw: Size of the random image traced (any: the graph is
-            dynamic; odd sizes make size bugs visible).
+            dynamic; odd sizes make size bugs visible; moved where a
+            backbone would freeze it, see ``_trace_size``).
 
     Returns:
         ``path``, ``seconds`` (export), ``bytes``, ``opset``, ``task``,
@@ -183,9 +192,16 @@ def export_model(loaded: LoadedModel, out: str, with_scores: bool = False,
                          'needs GridSample (opset 16+)')
     spec = PreprocessSpec.from_config(loaded.cfg, loaded.family)
     test_cfg = loaded.cfg.model.get('test_cfg') or {}
-    graph = DeployedSegmentor(loaded.model, ImagePreprocess(spec),
-                              loaded.task, test_cfg, with_scores).eval()
-    _trace_problems(loaded.model, trace_hw)
+    preprocess = ImagePreprocess(spec)
+    graph = DeployedSegmentor(loaded.model, preprocess, loaded.task, test_cfg,
+                              with_scores).eval()
+    trace_hw = _trace_size(loaded.model, preprocess, trace_hw)
+    if type(getattr(loaded.model, 'backbone', None)).__name__ == \
+            'SwinTransformer':
+        warnings.warn(
+            'export: SwinTransformer pads each stage by Python amounts; the '
+            'exported file is exact for inputs padded to multiples of 32 '
+            '(size_divisor=32); verify it with --check')
     image = torch.randint(0, 256, (*trace_hw, 3), dtype=torch.uint8,
                           generator=torch.Generator().manual_seed(0))
     outputs = list(graph.output_names)

@@ -42,7 +42,8 @@ def tiny_config(task: str, data_root: str = None,
         cfg.model.test_cfg.update(max_per_image=20, object_mask_thr=0.0,
                                   iou_thr=0.05)
     if data_root is not None:
-        cfg.test_dataloader.dataset.data_root = data_root
+        cfg.test_dataloader.dataset.update(data_root=data_root,
+                                           generate=False)
         for metric in (cfg.test_evaluator if isinstance(
                 cfg.test_evaluator, list) else [cfg.test_evaluator]):
             for key in ('ann_file', 'seg_prefix'):

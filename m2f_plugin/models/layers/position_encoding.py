@@ -29,8 +29,7 @@ class SinePositionEncoding2d(nn.Module):
         self.eps = eps
         # the encoding depends only on (H, W, device, dtype): compute it once
         # per shape instead of ~20 small kernels per call (not a buffer, so
-        # it stays out of checkpoints)
-        # off for tracing/export (see ``m2f_plugin.accel.export``)
+        # it stays out of checkpoints); a trace bypasses it
         self.cache = True
         self._cache: Dict[Tuple, Tensor] = {}
 

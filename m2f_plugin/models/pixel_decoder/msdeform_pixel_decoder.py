@@ -113,8 +113,8 @@ class M2FPixelDecoder(nn.Module):
                      relu=True)
             for _ in range(num_fpn))
         self.mask_proj = nn.Conv2d(feat_channels, out_channels, 1)
-        # per-size constants; off for tracing/export, which must recompute
-        # them from the traced sizes (see ``m2f_plugin.accel.export``)
+        # per-size constants, cached; a trace reads them from the tensors
+        # instead (``_traced_level_geometry``)
         self.cache = True
         self._geometry_cache: Dict[Tuple, Tuple[Tensor, Tensor, Tensor]] = {}
         self.init_weights()
