@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import numbers
 import sys
 import time
 from typing import Dict, List, Optional
@@ -156,7 +157,7 @@ def deploy_test(config: str, checkpoint: str, onnx_files: List[str],
             break
     results = {name: {k: _points(k, float(v)) for k, v in
                       ev.evaluate(images).items()
-                      if isinstance(v, (int, float))}
+                      if isinstance(v, numbers.Real)}
                for name, ev in evaluators.items()}
     return dict(results, left_out=left_out, images=images,
                 torch_seconds=seconds['torch'], onnx_seconds=seconds['onnx'])
