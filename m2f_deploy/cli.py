@@ -55,7 +55,8 @@ def collect_images(inputs: Sequence[str]) -> List[str]:
 
 
 def segment_video(seg: Segmenter, path: str, out_dir: str,
-                  overwrite: bool = False) -> Tuple[str, int, float]:
+                  overwrite: bool = False, score_thr: float = 0.3
+                  ) -> Tuple[str, int, float]:
     """Segment every frame of a video and write the overlays as a video.
 
     Args:
@@ -63,6 +64,7 @@ def segment_video(seg: Segmenter, path: str, out_dir: str,
         path: Video file (anything ``cv2.VideoCapture`` reads).
         out_dir: Output folder; the video is ``{stem}_overlay.mp4`` there.
         overwrite: Replace an existing output video.
+        score_thr: Instance models: draw instances scoring at least this.
 
     Returns:
         ``(written path, frames, frames per second)``, the speed counting
@@ -88,7 +90,7 @@ def segment_video(seg: Segmenter, path: str, out_dir: str,
             ok, frame = capture.read()
             if not ok:
                 break
-            drawn = seg(frame).overlay()
+            drawn = _with_threshold(seg(frame), score_thr).overlay()
             if writer is None:
                 writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*'mp4v'),
                                          fps, (drawn.shape[1], drawn.shape[0]))
@@ -110,6 +112,13 @@ def segment_video(seg: Segmenter, path: str, out_dir: str,
     return target, frames, frames / max(time.perf_counter() - start, 1e-9)
 
 
+def _with_threshold(result, score_thr: float):
+    """The result, its overlay drawing instances from ``score_thr`` up."""
+    if hasattr(result, 'draw_score_thr'):
+        result.draw_score_thr = score_thr
+    return result
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m m2f_deploy',
@@ -129,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
                         help='replace existing output files')
     parser.add_argument('--task', choices=TASKS,
                         help='refuse a model of another task')
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='instance overlays: draw instances scoring at '
+                        'least this (the JSON keeps all; default 0.3)')
     parser.add_argument('--max-side', type=int, default=8192,
                         help='largest image side accepted (default 8192)')
     return parser
@@ -160,13 +172,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path, name in zip(files, names):
         try:
             if args.video:
-                target, frames, speed = segment_video(seg, path, args.out,
-                                                      args.overwrite)
+                target, frames, speed = segment_video(
+                    seg, path, args.out, args.overwrite, args.score_thr)
                 print(f'{path}: {frames} frames at {speed:.1f} frames/s -> '
                       f'{target}')
             else:
-                written = seg(path).save(args.out, name, args.overwrite,
-                                         overlay=not args.no_overlay)
+                written = _with_threshold(seg(path), args.score_thr).save(
+                    args.out, name, args.overwrite,
+                    overlay=not args.no_overlay)
                 print(f'{path} -> {", ".join(written)}')
         except (OSError, ValueError, RuntimeError) as exc:
             failed += 1

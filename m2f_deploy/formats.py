@@ -202,6 +202,11 @@ def temporary_path(path: str, suffix: str = '.tmp') -> str:
     handle, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix=suffix,
                                    dir=folder)
     os.close(handle)
+    # mkstemp makes the file private (0600); the result gets the mode any
+    # new file would (0666 minus the umask)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return tmp
 
 

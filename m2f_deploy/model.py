@@ -145,6 +145,9 @@ class ModelInfo:
                    plugin_version=props.get('m2f_plugin_version'))
 
 
+VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
+
+
 def read_image(path: Union[str, 'os.PathLike[str]']) -> np.ndarray:
     """Read an image file as BGR uint8 ``(H, W, 3)`` (grey and RGBA files
     included).
@@ -163,8 +166,10 @@ def read_image(path: Union[str, 'os.PathLike[str]']) -> np.ndarray:
     # np.fromfile + imdecode also reads paths cv2.imread cannot (non-ASCII)
     image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f'could not read {path} as an image: not an image '
-                         'file, or a format OpenCV cannot decode')
+        video = os.path.splitext(path)[1].lower() in VIDEO_SUFFIXES
+        raise ValueError(f'could not read {path} as an image: ' + (
+            'a video? the command line reads videos with --video' if video
+            else 'not an image file, or a format OpenCV cannot decode'))
     return image
 
 

@@ -47,6 +47,12 @@ class _ResultFiles:
     def _draw(self, image: np.ndarray, alpha: float) -> np.ndarray:
         raise NotImplementedError
 
+    def __repr__(self) -> str:
+        shapes = ', '.join(
+            f'{k}={tuple(v.shape)}' for k, v in vars(self).items()
+            if isinstance(v, np.ndarray) and k != 'image')
+        return f'{type(self).__name__}({shapes}, {len(self.classes)} classes)'
+
     def _files(self, name: str) -> List[bytes]:
         raise NotImplementedError
 
@@ -97,7 +103,8 @@ def _name(classes: Sequence[str], index: int) -> str:
     return classes[index] if 0 <= index < len(classes) else str(index)
 
 
-@dataclass(eq=False)  # NumPy fields: no generated __eq__
+# NumPy fields: no generated __eq__; a short repr (see _ResultFiles)
+@dataclass(eq=False, repr=False)
 class SemanticResult(_ResultFiles):
     """Semantic segmentation of one image.
 
@@ -131,7 +138,8 @@ class SemanticResult(_ResultFiles):
         return [png_bytes(self.labels.astype(dtype))]
 
 
-@dataclass(eq=False)  # NumPy fields: no generated __eq__
+# NumPy fields: no generated __eq__; a short repr (see _ResultFiles)
+@dataclass(eq=False, repr=False)
 class PanopticResult(_ResultFiles):
     """Panoptic segmentation of one image.
 
@@ -193,7 +201,8 @@ class PanopticResult(_ResultFiles):
         return [png_bytes(rgb[..., ::-1]), json_bytes(annotation)]  # BGR
 
 
-@dataclass(eq=False)  # NumPy fields: no generated __eq__
+# NumPy fields: no generated __eq__; a short repr (see _ResultFiles)
+@dataclass(eq=False, repr=False)
 class InstanceResult(_ResultFiles):
     """Instance segmentation of one image (N detections, N may be 0).
 
@@ -205,6 +214,7 @@ class InstanceResult(_ResultFiles):
         classes: The K class names.
         palette: RGB colour per class.
         image: The BGR input image (for overlays), or None.
+        draw_score_thr: Overlays draw only instances scoring at least this.
     """
 
     labels: np.ndarray
@@ -214,12 +224,15 @@ class InstanceResult(_ResultFiles):
     classes: List[str]
     palette: Palette
     image: Optional[np.ndarray] = field(default=None, repr=False)
+    # overlays leave out the low-scoring tail (the JSON keeps everything:
+    # COCO AP needs it); instance models return up to max_per_image results
+    draw_score_thr: float = 0.3
     _suffixes: ClassVar[Tuple[str, ...]] = ('instances.json',)
 
     def _draw(self, image: np.ndarray, alpha: float) -> np.ndarray:
         return draw.instance_overlay(image, self.masks, self.boxes,
                                      self.labels, self.scores, self.classes,
-                                     self.palette, alpha)
+                                     self.palette, alpha, self.draw_score_thr)
 
     def to_coco(self, name: str) -> List[Dict[str, Any]]:
         """COCO detection results (``bbox`` as x, y, w, h; masks as

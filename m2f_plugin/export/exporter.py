@@ -167,6 +167,18 @@ def _trace_size(model: nn.Module, preprocess: ImagePreprocess,
                      f'from the position embedding grid {grid}')
 
 
+def _output_axes(outputs) -> Dict[str, Dict[int, str]]:
+    """Names of the outputs' free axes (else the exporter makes some up)."""
+    axes = dict(labels={0: 'height', 1: 'width'},
+                scores={1: 'height', 2: 'width'},
+                panoptic={0: 'height', 1: 'width'}, segments={0: 'segments'})
+    if 'masks' in outputs:  # instance outputs
+        axes = dict(labels={0: 'instances'}, scores={0: 'instances'},
+                    boxes={0: 'instances'},
+                    masks={0: 'instances', 1: 'height', 2: 'width'})
+    return {name: axes[name] for name in outputs}
+
+
 def export_model(loaded: LoadedModel, out: str, with_scores: bool = False,
                  opset: int = 17, trace_hw: Tuple[int, int] = (161, 243)
                  ) -> Dict[str, object]:
@@ -187,6 +199,9 @@ def export_model(loaded: LoadedModel, out: str, with_scores: bool = False,
         ``outputs``, ``exporter``, ``swapped_attention``.
     """
     import onnx
+    if with_scores and loaded.task != 'semantic':
+        raise ValueError(f'--with-scores is for semantic models; this is a '
+                         f'{loaded.task} export')
     if opset < MIN_OPSET:
         raise ValueError(f'opset {opset} < {MIN_OPSET}: deformable attention '
                          'needs GridSample (opset 16+)')
@@ -196,20 +211,26 @@ def export_model(loaded: LoadedModel, out: str, with_scores: bool = False,
     graph = DeployedSegmentor(loaded.model, preprocess, loaded.task, test_cfg,
                               with_scores).eval()
     trace_hw = _trace_size(loaded.model, preprocess, trace_hw)
+    divisor = spec.size_divisor or 0
     if type(getattr(loaded.model, 'backbone', None)).__name__ == \
-            'SwinTransformer':
+            'SwinTransformer' and divisor % 32:
         warnings.warn(
-            'export: SwinTransformer pads each stage by Python amounts; the '
-            'exported file is exact for inputs padded to multiples of 32 '
-            '(size_divisor=32); verify it with --check')
+            'export: SwinTransformer pads each stage by Python amounts and '
+            'this config does not pad its inputs to multiples of 32: the '
+            'file is exact only at such sizes; set the data preprocessor\'s '
+            'size_divisor=32 or verify with --check at your sizes')
     image = torch.randint(0, 256, (*trace_hw, 3), dtype=torch.uint8,
                           generator=torch.Generator().manual_seed(0))
     outputs = list(graph.output_names)
     dynamic_axes = {'image': {0: 'height', 1: 'width'}}
+    dynamic_axes.update(_output_axes(outputs))
     out_dir = osp.dirname(osp.abspath(out))
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix='.onnx.part', dir=out_dir)
     os.close(fd)
+    umask = os.umask(0)  # mkstemp's file is private; give it a new file's mode
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         start = time.perf_counter()
         with warnings.catch_warnings():

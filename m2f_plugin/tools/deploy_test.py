@@ -46,7 +46,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def _sessions(paths: List[str], family: str) -> Dict[str, object]:
-    """task -> (session, output names, channel order), one per file."""
+    """task -> (session, output names, channel order, class count), one
+    per file."""
     import onnxruntime as ort
 
     from m2f_plugin.export.metadata import read_metadata
@@ -66,7 +67,8 @@ def _sessions(paths: List[str], family: str) -> Dict[str, object]:
         session = ort.InferenceSession(path,
                                        providers=['CPUExecutionProvider'])
         found[task] = (session, [o.name for o in session.get_outputs()],
-                       meta.get('m2f_channel_order', 'bgr'))
+                       meta.get('m2f_channel_order', 'bgr'),
+                       len(json.loads(meta.get('m2f_classes', '[]'))))
     return found
 
 
@@ -120,6 +122,14 @@ def deploy_test(config: str, checkpoint: str, onnx_files: List[str],
         for task in tasks:
             cfg.model.test_cfg[f'{task}_on'] = True
     loaded = load_model(cfg, checkpoint, tasks[0])
+    head = (loaded.model.decode_head if family == 'mmseg' else
+            loaded.model.panoptic_head)
+    for task, (*_, num_classes) in sessions.items():
+        if num_classes != head.num_classes:
+            raise ValueError(
+                f'the {task} file predicts {num_classes} classes but this '
+                f"config's model {head.num_classes}: give the file exported "
+                'from this config')
     init_default_scope(family)
     metrics = cfg.test_evaluator
     metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
@@ -145,7 +155,7 @@ def deploy_test(config: str, checkpoint: str, onnx_files: List[str],
         evaluators['torch'].process(outputs, batch)
         for sample in samples:
             image = cv2.imread(sample.img_path, cv2.IMREAD_COLOR)
-            for task, (session, names, order) in sessions.items():
+            for task, (session, names, order, _) in sessions.items():
                 feed = image[..., ::-1].copy() if order == 'rgb' else image
                 start = time.perf_counter()
                 out = dict(zip(names, session.run(None, {'image': feed})))

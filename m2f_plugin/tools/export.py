@@ -70,30 +70,46 @@ def _check(path: str, loaded, images: List[str]) -> bool:
     return bool(ok)
 
 
+def _error(err: Exception) -> int:
+    message = str(err)
+    message = message[len('export: '):] if message.startswith('export: ') \
+        else message
+    print(f'[export] error: {message}', file=sys.stderr)
+    return 2
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Command-line entry point; returns the exit status."""
+    """Command-line entry point; returns the exit status (0 done, 1 the
+    check found a disagreement, 2 bad input)."""
     args = _parse_args(argv)
     from m2f_plugin.export.exporter import export_model, load_model
+    problems = [f'--check image not found: {p}' for p in args.check or ()
+                if not osp.isfile(p)]
+    if osp.isdir(args.out):
+        problems.append(f'--out {args.out} is a folder; give the .onnx file '
+                        'to write')
+    if args.checkpoint and not osp.isfile(args.checkpoint):
+        problems.append(f'--checkpoint not found: {args.checkpoint}')
+    if problems:  # before minutes of building and exporting
+        return _error(ValueError('; '.join(problems)))
     try:
         loaded = load_model(args.config, args.checkpoint, args.task,
                             args.whole)
         if not args.checkpoint:
             print('[export] no --checkpoint: exporting random weights')
         info = export_model(loaded, args.out, args.with_scores, args.opset)
-    except (ValueError, FileNotFoundError) as err:
-        print(f'[export] error: {err}', file=sys.stderr)
-        return 2
+    except (ValueError, OSError, RuntimeError) as err:
+        # RuntimeError: a checkpoint that does not fit the config's model
+        return _error(err)
     print(f"[export] wrote {info['path']} ({info['bytes'] / 2**20:.1f} MiB, "
           f"{info['task']}, outputs {info['outputs']}, opset "
           f"{info['opset']}, {info['exporter']} exporter) in "
           f"{info['seconds']:.1f} s")
     if args.check:
-        missing = [p for p in args.check if not osp.isfile(p)]
-        if missing:
-            print(f'[export] error: --check images not found: {missing}',
-                  file=sys.stderr)
-            return 2
-        return 0 if _check(args.out, loaded, args.check) else 1
+        try:
+            return 0 if _check(args.out, loaded, args.check) else 1
+        except (ValueError, OSError) as err:
+            return _error(err)
     return 0
 
 

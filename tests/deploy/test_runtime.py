@@ -513,3 +513,45 @@ def test_missing_onnxruntime_and_opencv(models, tmp_path):
     assert 'onnxruntime error: m2f_deploy runs models with onnxruntime: ' \
         '`pip install onnxruntime`' in stdout
     assert 'cv2 error:' in stdout and 'pip install opencv-python' in stdout
+
+
+def test_written_files_get_the_usual_mode_and_results_a_short_repr(tmp_path):
+    """Results are readable by others as any new file (not mkstemp's
+    0600); a result's repr is a line, not its arrays."""
+    import os
+
+    from m2f_deploy import SemanticResult
+    labels = np.zeros((9, 11), np.int64)
+    labels[2:5, 3:7] = 1
+    result = SemanticResult(labels=labels, classes=['a', 'b'],
+                            palette=[[0, 0, 0], [255, 0, 0]],
+                            image=np.zeros((9, 11, 3), np.uint8))
+    assert repr(result) == 'SemanticResult(labels=(9, 11), 2 classes)'
+    umask = os.umask(0o022)
+    try:
+        for path in result.save(str(tmp_path), 'x'):
+            assert os.stat(path).st_mode & 0o777 == 0o644, path
+    finally:
+        os.umask(umask)
+
+
+def test_instance_overlay_leaves_out_low_scores_and_json_keeps_them(tmp_path):
+    import json
+
+    from m2f_deploy import InstanceResult
+    masks = np.zeros((2, 200, 200), bool)
+    masks[0, 10:40, 10:40] = masks[1, 150:190, 150:190] = True
+    image = np.full((200, 200, 3), 128, np.uint8)
+    result = InstanceResult(
+        labels=np.array([0, 1]), scores=np.array([0.9, 0.1], np.float32),
+        boxes=np.array([[10, 10, 40, 40], [150, 150, 190, 190]], np.float32),
+        masks=masks, classes=['a', 'b'], palette=[[255, 0, 0], [0, 255, 0]],
+        image=image)
+    drawn = result.overlay()
+    assert (drawn[20:30, 20:30] != 128).any()  # 0.9: drawn
+    assert (drawn[140:200, 140:200] == 128).all()  # 0.1 < 0.3: left out
+    result.draw_score_thr = 0.0
+    assert (result.overlay()[160:180, 160:180] != 128).any()
+    path = [p for p in result.save(str(tmp_path), 'x')
+            if p.endswith('.json')][0]
+    assert len(json.load(open(path))) == 2

@@ -172,3 +172,31 @@ def test_runtime_runs_the_exported_file(exported, images, tmp_path):
         assert np.array_equal(result.labels, direct['labels'])
     written = result.save(str(tmp_path), name='img')
     assert written and all(osp.getsize(p) > 0 for p in written)
+
+
+def test_instances_of_equal_scores_pair_by_their_masks():
+    """Two instances of a class whose scores tie to 1e-7 may come out in
+    either order: the check pairs them by mask, not by score."""
+    masks = np.zeros((2, 10, 10), bool)
+    masks[0, :5], masks[1, 5:] = True, True
+    ref = dict(labels=np.array([3, 3]), scores=np.array([0.5, 0.5000001]),
+               masks=masks)
+    ours = dict(labels=np.array([3, 3]), scores=np.array([0.5000001, 0.5]),
+                masks=masks[::-1].copy())
+    result = compare('instance', ours, ref, 5)
+    assert result['ok'] and result['min_mask_iou'] == 1.0
+    ours['masks'][0, 0, 0] = ~ours['masks'][0, 0, 0]  # still pairs right
+    assert compare('instance', ours, ref, 5)['min_mask_iou'] > 0.95
+    ours['labels'] = np.array([3, 4])
+    assert not compare('instance', ours, ref, 5)['ok']
+
+
+def test_command_line_refuses_bad_paths_before_exporting(tmp_path, capsys):
+    cfg_file = str(tmp_path / 'tiny.py')
+    tiny_config('semantic').dump(cfg_file)
+    assert export_main([cfg_file, '--out', str(tmp_path / 'm.onnx'),
+                        '--check', str(tmp_path / 'missing.png')]) == 2
+    assert '--check image not found' in capsys.readouterr().err
+    assert export_main([cfg_file, '--out', str(tmp_path)]) == 2
+    assert 'is a folder' in capsys.readouterr().err
+    assert not osp.exists(tmp_path / 'm.onnx')
