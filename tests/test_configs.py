@@ -19,6 +19,7 @@ from mmseg.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from m2f_plugin.engine.train_command import guard_hooks
 from m2f_plugin.utils.pretrained_urls import HOSTS, family_url, installed_family
 from tests.helpers import CONFIGS, make_label_maps, mmseg_config_path, seg_data_samples
 from tests.helpers.configs import (
@@ -241,6 +242,8 @@ def test_same_settings_as_mmseg_builtin(path):
     assert ours.pop('optimizer.fused', True) is True  # the config's variable
     # deliberate: readable overlays (m2f_plugin/visualization)
     assert ours.pop('visualizer.alpha') == 0.5
+    # deliberate: the training guards (configs/_base_/m2f_runtime.py)
+    assert ours.pop('custom_hooks') == guard_hooks()
     diff = config_diff(ours, ref, skip)
     assert not diff, diff
     # the pieces the brief names are really in there (not silently absent)

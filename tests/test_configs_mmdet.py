@@ -12,6 +12,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
+from m2f_plugin.engine.train_command import guard_hooks
 from tests.helpers import CONFIGS
 from tests.helpers.configs import (
     assert_pairs_equal,
@@ -55,7 +56,12 @@ def test_same_settings_as_mmdet_builtin_except_the_head(path):
     # deliberate: readable overlays (m2f_plugin/visualization)
     assert ours.pop('visualizer.type') == 'M2FDetLocalVisualizer'
     assert ref.pop('visualizer.type') == 'DetLocalVisualizer'
-    skip = ('model.panoptic_head', 'custom_imports')
+    # deliberate: the training guards (configs/_base_/m2f_runtime.py)
+    assert ours.pop('custom_hooks') == guard_hooks()
+    # the shared head (configs/_base_/models/mask2former_det_head.py) the
+    # config's head is made of, checked in the next test
+    assert ours_cfg.m2f_det_head.type == ours_cfg.model.panoptic_head.type
+    skip = ('model.panoptic_head', 'custom_imports', 'm2f_det_head')
     diff = config_diff(ours, ref, skip)
     assert not diff, diff
     for k in ('train_pipeline', 'test_pipeline', 'model.backbone.type',

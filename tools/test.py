@@ -1,4 +1,9 @@
-"""Test a model with m2f_plugin registered (``mim test m2f_plugin CFG``)."""
+"""Test a model with m2f_plugin registered (``mim test m2f_plugin CFG``).
+
+The guards that act at test time are the config's ``custom_hooks``
+(``configs/_base_/m2f_runtime.py``); this script adds those a config leaves
+out.
+"""
 import argparse
 import json
 import os
@@ -9,12 +14,16 @@ from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
-from m2f_plugin.accel.compile_hook import M2FCompileHook, compile_options
-from m2f_plugin.engine import M2FFiniteCheckpointHook, M2FNumClassesCheckHook
+from m2f_plugin.engine.train_command import add_missing_hooks, guard_hooks
 from m2f_plugin.utils.panopticapi_check import require_panopticapi
 
+# the guards that act at test time (configs/_base_/m2f_runtime.py): a
+# head/data-set class-count mismatch fails before the first image, and a
+# checkpoint with NaN/Inf weights is refused, not evaluated
+TEST_GUARDS = ('M2FNumClassesCheckHook', 'M2FFiniteCheckpointHook')
 
-def parse_args():
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -30,14 +39,15 @@ def parse_args():
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
-def main():
-    args = parse_args()
+def load_config(args: argparse.Namespace) -> Config:
+    """The config of ``args.config`` with the command line's options applied
+    (what ``Runner.from_cfg`` then runs)."""
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -63,18 +73,22 @@ def main():
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+    add_missing_hooks(cfg, [h for h in guard_hooks() if h['type'] in TEST_GUARDS],
+                      'tools/test.py')
+    if cfg.get('compile', None) not in (None, False):
+        # test_step is compiled as mmengine compiles train_step (imported
+        # here: m2f_plugin.accel only when compiling)
+        from m2f_plugin.accel.compile_hook import compile_options
+        compile_options(cfg)  # a bad value fails before loading anything
+        add_missing_hooks(cfg, [dict(type='M2FCompileHook')], 'tools/test.py')
+    return cfg
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args)
     require_panopticapi(cfg, keys=('test_evaluator',))
     runner = Runner.from_cfg(cfg)
-    # a head/data-set class-count mismatch fails before the first step
-    runner.register_hook(M2FNumClassesCheckHook())
-    # a checkpoint with NaN/Inf weights is refused, not evaluated
-    if not any(isinstance(h, M2FFiniteCheckpointHook) for h in runner.hooks):
-        runner.register_hook(M2FFiniteCheckpointHook())
-    # compile=True in the config: test_step is compiled as mmengine compiles
-    # train_step
-    if compile_options(cfg) is not None and not any(
-            isinstance(h, M2FCompileHook) for h in runner.hooks):
-        runner.register_hook(M2FCompileHook())
     metrics = runner.test()
     # machine-readable metrics next to the logs (the demo reads them)
     if runner.rank == 0:

@@ -1,4 +1,10 @@
-"""Train a model with m2f_plugin registered (``mim train m2f_plugin CFG``)."""
+"""Train a model with m2f_plugin registered (``mim train m2f_plugin CFG``).
+
+The guards (non-finite loss and checkpoints, resume schedule, class counts)
+are the config's ``custom_hooks`` (``configs/_base_/m2f_runtime.py``), so a
+plain ``Runner.from_cfg(cfg).train()`` runs them too. This script applies its
+options to the config and adds the guards that a config leaves out.
+"""
 import argparse
 import logging
 import os
@@ -10,17 +16,15 @@ from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
-from m2f_plugin.accel.compile_hook import M2FCompileHook, compile_options
-from m2f_plugin.engine import (
-    M2FFiniteCheckpointHook,
-    M2FNonFiniteLossHook,
-    M2FNumClassesCheckHook,
-    M2FResumeScheduleHook,
+from m2f_plugin.engine.train_command import (
+    add_missing_hooks,
+    guard_hooks,
+    set_hook_options,
 )
 from m2f_plugin.utils.panopticapi_check import require_panopticapi
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a segmentor')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -31,8 +35,10 @@ def parse_args():
                         help='when the resumed checkpoint was trained on '
                         'another schedule (max_iters, param_scheduler, '
                         'learning rate) than the config: stop and say so '
-                        "(error, the default), apply the config's, or keep "
-                        "the checkpoint's")
+                        "(error), apply the config's, or keep the "
+                        "checkpoint's; sets on_change of the config's "
+                        'M2FResumeScheduleHook (default: as the config says, '
+                        'error in ours)')
     parser.add_argument('--amp', action='store_true', default=False,
                         help='enable automatic mixed precision (fp16)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -41,25 +47,15 @@ def parse_args():
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
-def ensure_hook(runner: Runner, hook_type: type, **options) -> None:
-    """Register ``hook_type(**options)`` unless the config has one; set
-    ``options`` on the config's."""
-    for hook in runner.hooks:
-        if isinstance(hook, hook_type):
-            for name, value in options.items():
-                setattr(hook, name, value)
-            return
-    runner.register_hook(hook_type(**options))
-
-
-def main():
-    args = parse_args()
+def load_config(args: argparse.Namespace) -> Config:
+    """The config of ``args.config`` with the command line's options applied
+    (what ``Runner.from_cfg`` then runs)."""
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -83,24 +79,29 @@ def main():
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
     cfg.resume = args.resume
+    # a config that replaced (or never inherited) the guards keeps them here
+    add_missing_hooks(cfg, guard_hooks(), 'tools/train.py')
+    if args.resume_schedule:
+        set_hook_options(cfg, 'M2FResumeScheduleHook',
+                         on_change=args.resume_schedule)
+    if cfg.get('compile', None) not in (None, False):
+        # mmengine compiles train_step; validation gets the same option
+        # (imported here: m2f_plugin.accel only when compiling)
+        from m2f_plugin.accel.compile_hook import compile_options
+        compile_options(cfg)  # a bad value fails before the run starts
+        add_missing_hooks(cfg, [dict(type='M2FCompileHook')], 'tools/train.py')
+    return cfg
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args)
     require_panopticapi(cfg)  # before minutes of training, not at validation
     if args.launcher != 'none':
         # on a CPU-only machine: gloo + a DDP wrapper that accepts CPU modules
         from m2f_plugin.engine import enable_cpu_distributed
         enable_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg)
-    # a head/data-set class-count mismatch fails before the first step
-    runner.register_hook(M2FNumClassesCheckHook())
-    # a diverged run stops with a clear error and keeps its last finite
-    # checkpoint; a resume never silently changes the schedule
-    ensure_hook(runner, M2FNonFiniteLossHook)
-    ensure_hook(runner, M2FFiniteCheckpointHook)
-    ensure_hook(runner, M2FResumeScheduleHook, **(
-        {'on_change': args.resume_schedule} if args.resume_schedule else {}))
-    if compile_options(cfg) is not None:
-        # mmengine compiles train_step; validation gets the same option
-        ensure_hook(runner, M2FCompileHook)
-    runner.train()
+    Runner.from_cfg(cfg).train()
 
 
 if __name__ == '__main__':

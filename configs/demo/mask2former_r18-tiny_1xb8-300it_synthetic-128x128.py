@@ -2,7 +2,8 @@
 # channels, 20 queries, 2 encoder + 3 decoder layers) on the embedded synthetic
 # shapes set. Trains on 2 CPU cores in minutes; nothing is downloaded.
 _base_ = [
-    'mmseg::_base_/default_runtime.py', '../_base_/models/mask2former_r50.py'
+    'mmseg::_base_/default_runtime.py', '../_base_/models/mask2former_r50.py',
+    '../_base_/m2f_runtime.py'
 ]
 custom_imports = dict(imports=['m2f_plugin'], allow_failed_imports=False)
 
@@ -102,7 +103,8 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook', draw=True, interval=10))
 randomness = dict(seed=0)
-# exact resume: carry the random state (point sampling, augmentation) in checkpoints
-custom_hooks = [dict(type='M2FRandomStateHook')]
+# exact resume: carry the random state (point sampling, augmentation) in
+# checkpoints; the base's guards are kept (a list set here would replace them)
+custom_hooks = [dict(type='M2FRandomStateHook')] + _base_.custom_hooks
 # see-through overlays (MMSegInferencer too): mmseg's default alpha is 0.8
 visualizer = dict(alpha=0.5)

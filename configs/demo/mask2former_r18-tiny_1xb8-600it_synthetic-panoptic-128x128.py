@@ -4,7 +4,7 @@
 # thing classes, one stuff class). Scored with mmdet's CocoPanopticMetric (PQ),
 # CocoMetric (mask AP of the thing segments) and mmseg's IoUMetric (mIoU of
 # the semantic map of the same model). Nothing is downloaded.
-_base_ = ['mmdet::_base_/default_runtime.py']
+_base_ = ['mmdet::_base_/default_runtime.py', '../_base_/m2f_runtime.py']
 custom_imports = dict(imports=['m2f_plugin'], allow_failed_imports=False)
 
 num_things_classes = 5
@@ -158,8 +158,9 @@ default_hooks = dict(
         save_best='coco_panoptic/PQ', rule='greater', max_keep_ckpts=2))
 log_processor = dict(window_size=20, by_epoch=False)
 randomness = dict(seed=0)
-# exact resume: carry the random state (point sampling, augmentation) in checkpoints
-custom_hooks = [dict(type='M2FRandomStateHook')]
+# exact resume: carry the random state (point sampling, augmentation) in
+# checkpoints; the base's guards are kept (a list set here would replace them)
+custom_hooks = [dict(type='M2FRandomStateHook')] + _base_.custom_hooks
 # one kind of result per image (panoptic, else instances), see-through
 # masks, labels inside the image (DetInferencer too)
 visualizer = dict(type='M2FDetLocalVisualizer')

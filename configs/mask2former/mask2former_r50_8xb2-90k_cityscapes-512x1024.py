@@ -2,7 +2,7 @@
 # 1.2.2's configs/mask2former/mask2former_r50_8xb2-90k_cityscapes-512x1024.py).
 _base_ = [
     'mmseg::_base_/default_runtime.py', 'mmseg::_base_/datasets/cityscapes.py',
-    '../_base_/models/mask2former_r50.py'
+    '../_base_/models/mask2former_r50.py', '../_base_/m2f_runtime.py'
 ]
 custom_imports = dict(imports=['m2f_plugin'], allow_failed_imports=False)
 

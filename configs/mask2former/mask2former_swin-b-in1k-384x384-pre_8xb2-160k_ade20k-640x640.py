@@ -6,7 +6,7 @@
 _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/datasets/ade20k_640x640.py',
-    '../_base_/models/mask2former_r50.py'
+    '../_base_/models/mask2former_r50.py', '../_base_/m2f_runtime.py'
 ]
 custom_imports = dict(imports=['m2f_plugin'], allow_failed_imports=False)
 

@@ -1,51 +1,19 @@
 # Mask2Former, COCO panoptic, Swin-T: mmdet's own config of the same name with
 # m2f_plugin's head (same hyper-parameters) and memory-bounded fusion head.
-_base_ = ['mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py']
+_base_ = [
+    'mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py',
+    '../_base_/models/mask2former_det_head.py', '../_base_/m2f_runtime.py'
+]
 custom_imports = dict(imports=['m2f_plugin'], allow_failed_imports=False)
 
-num_things_classes = 80
-num_stuff_classes = 53
 model = dict(
     panoptic_head=dict(
+        _base_.m2f_det_head,
         _delete_=True,
-        type='M2FDetHead',
+        # Swin-T's stage widths, as in mmdet's config
         in_channels=[96, 192, 384, 768],
-        strides=[4, 8, 16, 32],
-        feat_channels=256,
-        out_channels=256,
-        num_things_classes=num_things_classes,
-        num_stuff_classes=num_stuff_classes,
-        num_queries=100,
-        pixel_decoder=dict(
-            type='M2FPixelDecoder',
-            num_levels=3,
-            num_layers=6,
-            num_heads=8,
-            num_points=4,
-            ffn_dims=1024,
-            dropout=0.0,
-            num_groups=32),
-        transformer_decoder=dict(
-            type='M2FMaskedTransformerDecoder',
-            num_layers=9,
-            num_heads=8,
-            ffn_dims=2048,
-            dropout=0.0),
-        loss_cls=dict(
-            type='M2FClassLoss', no_object_weight=0.1, loss_weight=2.0),
-        loss_mask=dict(type='M2FPointBCELoss', loss_weight=5.0),
-        loss_dice=dict(type='M2FPointDiceLoss', eps=1.0, loss_weight=5.0),
-        matcher=dict(
-            type='M2FHungarianMatcher',
-            cost_class=2.0,
-            cost_mask=5.0,
-            cost_dice=5.0,
-            num_points=12544),
-        num_points=12544,
-        oversample_ratio=3.0,
-        importance_sample_ratio=0.75,
-        # stride-4 masks: the fusion head upsamples only what it keeps
-        masks_at_input_size=False),
+        num_things_classes=_base_.num_things_classes,
+        num_stuff_classes=_base_.num_stuff_classes),
     panoptic_fusion_head=dict(type='M2FFusionHead'))
 # one kind of result per image (panoptic, else instances), see-through
 # masks, labels inside the image (DetInferencer too)

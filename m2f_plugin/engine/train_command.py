@@ -1,15 +1,29 @@
-"""The ``tools/train.py`` command line of this process, for error messages
-that tell the user the exact command to run next."""
+"""What ``tools/train.py`` brings to a run besides its options.
+
+- The guards: ``custom_hooks`` of ``configs/_base_/m2f_runtime.py``, which
+  our configs inherit; ``add_missing_hooks`` adds those that a config leaves
+  out (an older user config, or one that replaced the list), with a warning.
+- This process's command line, for error messages that tell the user the
+  exact command to run next.
+"""
 from __future__ import annotations
 
+import copy
+import logging
 import os.path as osp
 import shlex
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
+from mmengine.config import Config
 from mmengine.dist import get_world_size
+from mmengine.logging import print_log
 
-__all__ = ['train_command']
+__all__ = ['RUNTIME_BASE', 'add_missing_hooks', 'config_hooks', 'guard_hooks',
+           'runtime_base', 'set_hook_options', 'train_command']
+
+# the guards' config, relative to configs/
+RUNTIME_BASE = osp.join('_base_', 'm2f_runtime.py')
 
 # flags taking no value / one value, that a message may set again
 _SWITCHES = ('--resume',)
@@ -92,3 +106,112 @@ def train_command(extra: Sequence[str],
             launcher = f'torchrun --nproc_per_node={get_world_size()}'
     return ' '.join([launcher] + [shlex.quote(a) for a in
                                   [argv[0]] + args + list(extra)])
+
+
+def runtime_base() -> str:
+    """Path of ``configs/_base_/m2f_runtime.py``: the installed copy (under
+    ``m2f_plugin/.mim``, where ``mim`` looks), else the checkout's."""
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    tried = []
+    for configs in (osp.join(package, '.mim', 'configs'),
+                    osp.join(osp.dirname(package), 'configs')):
+        path = osp.join(configs, RUNTIME_BASE)
+        if osp.isfile(path):
+            return path
+        tried.append(path)
+    raise FileNotFoundError(f'{RUNTIME_BASE} of m2f_plugin not found (tried '
+                            f'{", ".join(tried)}); reinstall m2f_plugin.')
+
+
+def guard_hooks() -> List[dict]:
+    """The guards: ``custom_hooks`` of ``configs/_base_/m2f_runtime.py``."""
+    cfg = Config.fromfile(runtime_base(), import_custom_modules=False)
+    return cfg.to_dict()['custom_hooks']
+
+
+def _hook_type(entry: Any) -> Any:
+    """The ``type`` of a ``custom_hooks`` entry (a dict or a built hook)."""
+    return entry.get('type') if isinstance(entry, dict) else type(entry)
+
+
+def _name(hook_type: Any) -> str:
+    if isinstance(hook_type, type):
+        return hook_type.__name__
+    return str(hook_type).rsplit('.', 1)[-1]  # 'mmdet.X' -> 'X'
+
+
+def _registry(cfg: Config):
+    """The hook registry that builds ``cfg``'s hooks (its default scope)."""
+    if cfg.get('default_scope') == 'mmdet':
+        from mmdet.registry import HOOKS
+    else:
+        from mmseg.registry import HOOKS
+    return HOOKS
+
+
+def _resolve(hook_type: Any, registry) -> Optional[type]:
+    if isinstance(hook_type, type):
+        return hook_type
+    try:
+        return registry.get(hook_type) if isinstance(hook_type, str) else None
+    except Exception:  # noqa: BLE001 - an unknown scope: compare names only
+        return None
+
+
+def config_hooks(cfg: Config, hook_type: Any) -> list:
+    """The entries of ``cfg.custom_hooks`` that build a ``hook_type`` (its
+    registered name, a scoped name or the class; subclasses count)."""
+    registry = _registry(cfg)
+    wanted = _resolve(hook_type, registry)
+    found = []
+    for entry in cfg.get('custom_hooks') or []:
+        entry_type = _hook_type(entry)
+        if _name(entry_type) == _name(hook_type):
+            found.append(entry)
+            continue
+        cls = _resolve(entry_type, registry)
+        if isinstance(cls, type) and isinstance(wanted, type) and issubclass(
+                cls, wanted):
+            found.append(entry)
+    return found
+
+
+def add_missing_hooks(cfg: Config, hooks: Sequence[dict],
+                      who: Optional[str] = None) -> List[str]:
+    """Append to ``cfg.custom_hooks`` each of ``hooks`` whose type it lacks.
+
+    Args:
+        cfg: The config, changed in place.
+        hooks: Hook configs (``dict(type=..., ...)``), e.g. ``guard_hooks()``.
+        who: The tool adding them, for the warning; ``None``: no warning.
+
+    Returns:
+        The type names added.
+    """
+    missing = [copy.deepcopy(dict(h)) for h in hooks
+               if not config_hooks(cfg, h['type'])]
+    if not missing:
+        return []
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + missing
+    names = [_name(h['type']) for h in missing]
+    if who is not None:
+        print_log(
+            f'{who}: the config does not declare {", ".join(names)} in '
+            'custom_hooks; added for this run. A plain Runner.from_cfg(cfg) '
+            f'would run without them: inherit configs/{RUNTIME_BASE} (and '
+            'extend its list, custom_hooks = _base_.custom_hooks + [...]).',
+            logger='current', level=logging.WARNING)
+    return names
+
+
+def set_hook_options(cfg: Config, hook_type: Any, **options: Any) -> int:
+    """Set ``options`` on every ``cfg.custom_hooks`` entry building a
+    ``hook_type``. Returns how many entries were set."""
+    entries = config_hooks(cfg, hook_type)
+    for entry in entries:
+        if isinstance(entry, dict):
+            entry.update(options)
+        else:  # a built hook
+            for key, value in options.items():
+                setattr(entry, key, value)
+    return len(entries)

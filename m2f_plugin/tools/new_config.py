@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 from mmengine.config import Config, ConfigDict
 
+from ..engine.train_command import add_missing_hooks, guard_hooks
 from ..utils.owned_folder import FolderNotOursError, claim_folder, write_owned_file
 
 __all__ = ['BASES', 'DataError', 'NewConfig', 'make_palette', 'make_config',
@@ -582,10 +583,12 @@ def make_config(args: argparse.Namespace) -> NewConfig:
     iters, interval = _scale_schedule(cfg, plan.num_train, args.epochs, args.iters)
     if args.work_dir:
         cfg.work_dir = osp.abspath(args.work_dir)
-    hooks = list(cfg.get('custom_hooks', []))
-    if not any(h.get('type') == 'M2FNumClassesCheckHook' for h in hooks):
-        # any entry point refuses a head / data set class-count mismatch
-        cfg.custom_hooks = hooks + [dict(type='M2FNumClassesCheckHook')]
+    # the guards of configs/_base_/m2f_runtime.py, for any entry point (our
+    # bases declare them; a --base that does not gets them here)
+    added = add_missing_hooks(cfg, guard_hooks())
+    if added:
+        plan.notes.append(f'added {", ".join(added)} to custom_hooks (--base '
+                          'does not declare them)')
 
     if plan.files and osp.isdir(ann_dir) and not args.force:
         raise DataError(f'{ann_dir} exists; pass --force to overwrite it or '

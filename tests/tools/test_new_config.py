@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 from mmengine.config import Config
 
+from m2f_plugin.engine.train_command import guard_hooks
 from m2f_plugin.tools.new_config import (
+    BASES,
     MAX_EVALS,
     MIN_ITERS,
     main,
@@ -229,6 +231,24 @@ def test_semantic_named_classes(semantic_root, tmp_path, capsys):
                        '--classes', names)
     _check_datasets(cfg, 'BaseSegDataset', tuple(names.split(',')))
     assert cfg.model.decode_head.num_classes == 6
+
+
+def test_written_config_declares_the_guards(semantic_root, tmp_path, capsys):
+    """The training guards (configs/_base_/m2f_runtime.py) are in the written
+    config, so a plain Runner.from_cfg runs them too; a --base without them
+    gets them, with a note."""
+    cfg, printed = _generate(tmp_path, capsys, semantic_root, '--task', 'semantic')
+    assert [dict(h) for h in cfg.custom_hooks] == [
+        dict(type='M2FRandomStateHook')] + guard_hooks()
+    assert 'custom_hooks' not in printed
+    bare = tmp_path / 'bare.py'
+    bare.write_text(f"_base_ = [{osp.join(REPO, BASES['semantic'])!r}]\n"
+                    'custom_hooks = []\n')
+    cfg, printed = _generate(tmp_path / 'b', capsys, semantic_root, '--task',
+                             'semantic', '--base', str(bare))
+    assert [dict(h) for h in cfg.custom_hooks] == guard_hooks()
+    names = ', '.join(h['type'] for h in guard_hooks())
+    assert f'note: added {names} to custom_hooks' in printed
 
 
 # ------------------------------------------------------------- schedule ---
