@@ -72,8 +72,8 @@ def _shown(names: List[str], limit: int = 8) -> str:
 class M2FFiniteCheckpointHook(Hook):
     """Refuse to save or load checkpoints with non-finite weights.
 
-    ``tools/train.py`` registers it; add ``dict(type='M2FFiniteCheckpointHook')``
-    to ``custom_hooks`` when using your own entry point.
+    Declared in ``configs/_base_/m2f_runtime.py``, which our configs
+    inherit; ``tools/train.py`` adds it to a config that lacks it.
     """
 
     # after the loss guard (BELOW_NORMAL), before CheckpointHook (VERY_LOW)

@@ -114,8 +114,8 @@ class M2FNonFiniteLossHook(Hook):
     """Raise ``M2FNonFiniteError`` when a loss becomes NaN/Inf (see the
     module docstring).
 
-    ``tools/train.py`` registers it; add ``dict(type='M2FNonFiniteLossHook')``
-    to ``custom_hooks`` when using your own entry point.
+    Declared in ``configs/_base_/m2f_runtime.py``, which our configs
+    inherit; ``tools/train.py`` adds it to a config that lacks it.
 
     Args:
         policy: ``'auto'``, ``'raise'`` or ``'skip'``.

@@ -267,8 +267,9 @@ def _loop_parts(runner, loop: str) -> tuple:
 class M2FNumClassesCheckHook(Hook):
     """Compare the head's class count with the data sets' before running.
 
-    ``tools/train.py`` and ``tools/test.py`` register it; add it to
-    ``custom_hooks`` when using your own entry point.
+    Declared in ``configs/_base_/m2f_runtime.py``, which our configs
+    inherit; ``tools/train.py`` and ``tools/test.py`` add it to a config
+    that lacks it.
     """
 
     priority = 'VERY_HIGH'

@@ -373,8 +373,8 @@ class M2FResumeScheduleHook(Hook):
     """On resume, detect a schedule that differs from the checkpoint's (see
     the module docstring).
 
-    ``tools/train.py`` registers it; add ``dict(type='M2FResumeScheduleHook')``
-    to ``custom_hooks`` when using your own entry point.
+    Declared in ``configs/_base_/m2f_runtime.py``, which our configs
+    inherit; ``tools/train.py`` adds it to a config that lacks it.
 
     Args:
         on_change: ``'error'``, ``'config'`` or ``'checkpoint'``.
