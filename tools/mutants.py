@@ -31,13 +31,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-DEFAULT_TARGETS = ('m2f_plugin/models/heads', 'm2f_plugin/models/matcher',
-                   'm2f_plugin/structures', 'm2f_plugin/engine')
+DEFAULT_TARGETS = ('m2f_plugin/ops', 'm2f_plugin/models/heads',
+                   'm2f_plugin/models/matcher', 'm2f_plugin/structures',
+                   'm2f_plugin/engine')
 
 # target file or folder -> the fast test files that exercise it; the longest
 # matching prefix of a target module's path wins. The equivalence tests with
 # mmseg's and mmdet's own Mask2Former (~2 min each) are left to the suite.
 DEFAULT_TESTS: Dict[str, Tuple[str, ...]] = {
+    'm2f_plugin/ops': (
+        'tests/structures', 'tests/models/test_fast_costs.py',
+        'tests/models/test_matcher.py'),
+    'm2f_plugin/ops/mask_products.py': (
+        'tests/accel/test_splitk.py', 'tests/structures/test_predictions.py'),
+    'm2f_plugin/ops/msda.py': ('tests/accel/test_msda_ops.py',),
     'm2f_plugin/models/heads': (
         'tests/models/test_head.py', 'tests/models/test_fusion_head.py',
         'tests/models/test_mmdet_head_inputs.py',

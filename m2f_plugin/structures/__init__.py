@@ -11,10 +11,9 @@ from .mask_targets import (
     SegmentMapTargets,
     SemanticTargets,
 )
-from .predictions import Match, Predictions, mask_logits
+from .predictions import Match, Predictions
 from .sem_seg_to_masks import sem_seg_to_masks
 
 __all__ = ['InstanceMaskTargets', 'MaskTargets', 'Match', 'Predictions',
            'SegmentMapTargets', 'SemanticTargets', 'UNLABELLED_SEGMENT',
-           'instances_to_masks', 'mask_logits', 'panoptic_to_masks',
-           'sem_seg_to_masks']
+           'instances_to_masks', 'panoptic_to_masks', 'sem_seg_to_masks']

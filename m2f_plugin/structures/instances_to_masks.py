@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.layers.point_sample import MASK_BORDER
+from ..ops.mask_sample import MASK_BORDER
 from .mask_targets import InstanceMaskTargets, SegmentMapTargets
 
 __all__ = ['UNLABELLED_SEGMENT', 'instances_to_masks', 'panoptic_to_masks']

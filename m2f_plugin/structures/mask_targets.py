@@ -22,7 +22,7 @@ from typing import List
 
 from torch import Tensor
 
-from ..models.layers.point_sample import (
+from ..ops.mask_sample import (
     MASK_BORDER,
     sample_class_indicator,
     sample_masks,

@@ -15,25 +15,12 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..accel.splitk import mask_logits_splitk_backward
+from ..ops.mask_products import mask_logits, mask_logits_splitk_backward
 
-__all__ = ['Match', 'Predictions', 'mask_logits']
+__all__ = ['Match', 'Predictions']
 
 # (batch index, query index, target index), each (M,) long on the device
 Match = Tuple[Tensor, Tensor, Tensor]
-
-
-def mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
-    """Mask logits ``einsum('bqc,bchw->bqhw')``.
-
-    Args:
-        mask_embed: (B, Q, C).
-        mask_features: (B, C, H, W).
-
-    Returns:
-        (B, Q, H, W).
-    """
-    return torch.einsum('bqc,bchw->bqhw', mask_embed, mask_features)
 
 
 @dataclass(frozen=True)
@@ -114,6 +101,6 @@ class Predictions:
         block = chosen.new_zeros(b, slots, c).index_put((b_idx, slot),
                                                         chosen)  # (B, S*G, C)
         # the losses backpropagate through this product: its embedding
-        # gradient is a long reduction over pixels (see accel.splitk)
+        # gradient is a long reduction over pixels (see ops.mask_products)
         logits = mask_logits_splitk_backward(block, self.mask_features)
         return logits[b_idx, slot]

@@ -250,7 +250,7 @@ def bench_infer(model, batch: int, size, device: str, amp: Optional[str],
 
 def bench_msda(batch: int, device: str, dtype: torch.dtype, impls: List[str],
                warmup: int, iters: int, small: bool) -> Dict:
-    from m2f_plugin.accel.msda_ops import MSDA_KERNELS
+    from m2f_plugin.ops.msda import MSDA_KERNELS
     shapes = [(16, 16), (8, 8), (4, 4)] if small else [(64, 64), (32, 32),
                                                        (16, 16)]
     heads, ch, points = 8, 32, 4

@@ -3,7 +3,7 @@ import pytest
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
-from m2f_plugin.accel.msda_ops import MSDA_KERNELS, msda_mmcv
+from m2f_plugin.ops.msda import MSDA_KERNELS, msda_mmcv
 
 SHAPES = ((6, 5), (3, 4), (2, 2))
 

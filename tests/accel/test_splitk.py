@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from m2f_plugin.accel.splitk import mask_logits_splitk_backward, splitk_bmm
+from m2f_plugin.ops.mask_products import mask_logits_splitk_backward, splitk_bmm
 
 
 @pytest.mark.parametrize('splits', [1, 2, 3, 7, 16])

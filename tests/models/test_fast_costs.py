@@ -12,11 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from m2f_plugin.models.layers.point_sample import (
-    point_sample,
-    sample_class_indicator,
-)
-from m2f_plugin.models.losses.point_sampling import uncertain_point_coords
 from m2f_plugin.models.matcher import M2FHungarianMatcher
 from m2f_plugin.models.matcher.match_costs import (
     class_cost,
@@ -24,6 +19,8 @@ from m2f_plugin.models.matcher.match_costs import (
     mask_costs,
     sigmoid_bce_cost,
 )
+from m2f_plugin.ops.mask_sample import sample_class_indicator
+from m2f_plugin.ops.point_sample import point_sample, uncertain_point_coords
 from m2f_plugin.structures import Predictions, sem_seg_to_masks
 from tests.helpers import fixed_points, make_label_maps
 

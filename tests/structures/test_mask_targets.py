@@ -6,11 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from m2f_plugin.models.layers.point_sample import (
-    pad_masks,
-    point_sample,
-    sample_masks,
-)
+from m2f_plugin.ops.mask_sample import pad_masks, sample_masks
+from m2f_plugin.ops.point_sample import point_sample
 from m2f_plugin.structures import (
     UNLABELLED_SEGMENT,
     InstanceMaskTargets,

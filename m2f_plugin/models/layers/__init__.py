@@ -2,8 +2,6 @@
 from .ffn import FFN
 from .mlp import MLP
 from .msdeform_attn import MSDeformAttn
-from .point_sample import point_sample, sample_class_indicator
 from .position_encoding import SinePositionEncoding2d
 
-__all__ = ['FFN', 'MLP', 'MSDeformAttn', 'SinePositionEncoding2d',
-           'point_sample', 'sample_class_indicator']
+__all__ = ['FFN', 'MLP', 'MSDeformAttn', 'SinePositionEncoding2d']

@@ -1,7 +1,7 @@
 """Multi-scale deformable attention (Deformable DETR) as a layer.
 
 The sampling kernel is chosen once, at construction (``impl``), from
-``m2f_plugin.accel.msda_ops``; all three compute the same sampling:
+``m2f_plugin.ops.msda``; all three compute the same sampling:
 
 * ``'mmcv'`` (default): mmcv's compiled op on CUDA tensors (in float32: it
   has no bfloat16 kernel), mmcv's PyTorch reference on the CPU.
@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ...accel.msda_ops import MSDA_KERNELS
+from ...ops.msda import MSDA_KERNELS
 
 __all__ = ['MSDeformAttn']
 

@@ -1,9 +1,7 @@
 """Losses: no-object weighted CE, point-sampled BCE and Dice, set criterion."""
 from .class_loss import M2FClassLoss
 from .mask_losses import M2FPointBCELoss, M2FPointDiceLoss
-from .point_sampling import point_sample, uncertain_point_coords
 from .set_criterion import SetCriterion, loss_names
 
 __all__ = ['M2FClassLoss', 'M2FPointBCELoss', 'M2FPointDiceLoss',
-           'SetCriterion', 'loss_names', 'point_sample',
-           'uncertain_point_coords']
+           'SetCriterion', 'loss_names']

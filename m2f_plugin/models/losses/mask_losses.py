@@ -1,9 +1,11 @@
-"""Point-sampled mask losses: sigmoid BCE and Dice, normalised by mask count."""
+"""Point-sampled mask losses: sigmoid BCE and Dice (``ops.mask_losses``, the
+matcher's forms), normalised by mask count."""
 from __future__ import annotations
 
-import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor, nn
+
+from ...ops.mask_losses import dice_loss, sigmoid_bce
 
 __all__ = ['M2FPointBCELoss', 'M2FPointDiceLoss']
 
@@ -26,8 +28,7 @@ class M2FPointBCELoss(nn.Module):
 
         ``num_masks`` is a scalar tensor (>= 1).
         """
-        loss = F.binary_cross_entropy_with_logits(
-            logits.float(), targets.float(), reduction='none')
+        loss = sigmoid_bce(logits, targets)
         return self.loss_weight * loss.sum((-1, -2)) / (
             num_masks * logits.shape[-1])
 
@@ -52,8 +53,5 @@ class M2FPointDiceLoss(nn.Module):
 
         ``num_masks`` is a scalar tensor (>= 1).
         """
-        p = logits.float().sigmoid()
-        t = targets.float()
-        dice = 1 - (2 * (p * t).sum(-1) + self.eps) / (
-            p.sum(-1) + t.sum(-1) + self.eps)
+        dice = dice_loss(logits, targets, self.eps)
         return self.loss_weight * dice.sum(-1) / num_masks

@@ -7,12 +7,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ...ops.point_sample import (
+    point_sample,
+    uncertain_point_coords,
+    uniform_points,
+)
 from ...structures import MaskTargets, Match, Predictions
-from ..layers.point_sample import point_sample, uniform_points
 from ..matcher import M2FHungarianMatcher
 from .class_loss import M2FClassLoss
 from .mask_losses import M2FPointBCELoss, M2FPointDiceLoss
-from .point_sampling import uncertain_point_coords
 
 __all__ = ['SetCriterion', 'loss_names']
 

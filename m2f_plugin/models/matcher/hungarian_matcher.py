@@ -9,8 +9,8 @@ from mmseg.registry import TASK_UTILS
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from ...ops.point_sample import point_sample, uniform_points
 from ...structures import MaskTargets, Match, Predictions
-from ..layers.point_sample import point_sample, uniform_points
 from .match_costs import class_cost, mask_costs
 
 __all__ = ['M2FHungarianMatcher', 'Match']

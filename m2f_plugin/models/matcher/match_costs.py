@@ -4,17 +4,18 @@ The BCE and Dice costs are (B, Q, P) x (B, P, G) products with a long
 reduction (P = 12544 points) and a tiny output. Both are computed from one
 product per prediction set (``mask_costs``), through ``splitk_bmm`` so that
 the reduction is split across the GPU instead of running on a handful of
-thread blocks. Everything is float32: half precision overflows the costs.
+thread blocks. The formulas are the losses' (``ops.mask_losses``).
+Everything is float32: half precision overflows the costs.
 """
 from __future__ import annotations
 
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ...accel.splitk import splitk_bmm
+from ...ops.mask_losses import dice_from_sums, sigmoid_bce_from_product
+from ...ops.mask_products import splitk_bmm
 
 __all__ = ['class_cost', 'sigmoid_bce_cost', 'dice_cost', 'mask_costs']
 
@@ -49,33 +50,11 @@ def _product(rows: Tensor, targets: Tensor) -> Tensor:
         return splitk_bmm(rows, targets.transpose(1, 2))
 
 
-def _bce(neg_x_dot_t: Tensor, logits: Tensor) -> Tensor:
-    """Mean BCE from ``(-x) @ t^T``.
-
-    ``softplus(-x) t + softplus(x) (1 - t) = softplus(x) - x t``, so the
-    cost is ``(sum_p softplus(x) - x @ t^T) / P``: one product instead of two.
-
-    Args:
-        neg_x_dot_t: (B, Q, G) ``(-x) @ t^T``.
-        logits: (B, Q, P) float32 ``x``.
-    """
-    neg_sum = F.softplus(logits).sum(-1)  # (B, Q)
-    return (neg_x_dot_t + neg_sum[..., None]) / logits.shape[-1]
-
-
-def _dice(p_dot_t: Tensor, p_sum: Tensor, t_sum: Tensor,
-          eps: float) -> Tensor:
-    """``1 - (2 p.t + eps) / (|p| + |t| + eps)``.
-
-    Args:
-        p_dot_t: (B, Q, G).
-        p_sum: (B, Q).
-        t_sum: (B, G).
-        eps: Smoothing.
-    """
-    numerator = 2 * p_dot_t
-    denominator = p_sum[:, :, None] + t_sum[:, None, :]
-    return 1 - (numerator + eps) / (denominator + eps)
+def _pair_dice(p_dot_t: Tensor, p: Tensor, t: Tensor, eps: float) -> Tensor:
+    """Dice of every pair: (B, Q, G) from ``p @ t^T``, p (B, Q, P) and
+    t (B, G, P)."""
+    return dice_from_sums(p_dot_t, p.sum(-1)[:, :, None],
+                          t.sum(-1)[:, None, :], eps)
 
 
 def mask_costs(logits: Tensor, targets: Tensor,
@@ -100,8 +79,8 @@ def mask_costs(logits: Tensor, targets: Tensor,
     torch.neg(x, out=rows[:, :q])
     prob = torch.sigmoid(x, out=rows[:, q:])
     prod = _product(rows, t)  # (B, 2Q, G)
-    bce = _bce(prod[:, :q], x)
-    dice = _dice(prod[:, q:], prob.sum(-1), t.sum(-1), eps)
+    bce = sigmoid_bce_from_product(prod[:, :q], x)
+    dice = _pair_dice(prod[:, q:], prob, t, eps)
     return bce, dice
 
 
@@ -116,7 +95,7 @@ def sigmoid_bce_cost(logits: Tensor, targets: Tensor) -> Tensor:
         (B, Q, G).
     """
     x, t = logits.float(), targets.float()
-    return _bce(_product(-x, t), x)
+    return sigmoid_bce_from_product(_product(-x, t), x)
 
 
 def dice_cost(logits: Tensor, targets: Tensor, eps: float = 1.0) -> Tensor:
@@ -132,4 +111,4 @@ def dice_cost(logits: Tensor, targets: Tensor, eps: float = 1.0) -> Tensor:
     """
     p = logits.float().sigmoid()
     t = targets.float()
-    return _dice(_product(p, t), p.sum(-1), t.sum(-1), eps)
+    return _pair_dice(_product(p, t), p, t, eps)

@@ -1,4 +1,5 @@
-"""Long, thin products with the reduction split across the GPU.
+"""Mask logits, ``einsum('bqc,bchw->bqhw')``, and long, thin products with
+the reduction split across the GPU.
 
 Mask2Former has several products whose output is tiny and whose reduction is
 long: the matcher's costs, (B, Q, P) x (B, P, G) with P = 12544, and the
@@ -7,7 +8,7 @@ cuBLAS's batched GEMM does not split the reduction, so such a product runs on
 a handful of thread blocks (2 x 4 tiles of 64 x 64 at batch 2) and takes
 ~0.3-0.5 ms on an H100 where 30 us would do. Splitting K into ``splits``
 independent products (one batched GEMM of ``B * splits`` problems) and summing
-them fills the GPU.
+them fills the GPU. On the CPU every product here is the plain one.
 """
 from __future__ import annotations
 
@@ -17,7 +18,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['mask_logits_splitk_backward', 'splitk_bmm']
+__all__ = ['mask_logits', 'mask_logits_splitk_backward', 'splitk_bmm']
+
+
+def mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+    """Mask logits ``einsum('bqc,bchw->bqhw')``.
+
+    Args:
+        mask_embed: (B, Q, C).
+        mask_features: (B, C, H, W).
+
+    Returns:
+        (B, Q, H, W).
+    """
+    return torch.einsum('bqc,bchw->bqhw', mask_embed, mask_features)
 
 
 def _auto_splits(batch: int, m: int, n: int, k: int) -> int:
@@ -87,9 +101,9 @@ class _MaskLogits(torch.autograd.Function):
 
 def mask_logits_splitk_backward(mask_embed: Tensor,
                                 mask_features: Tensor) -> Tensor:
-    """``einsum('bqc,bchw->bqhw')`` whose backward splits the embeddings'
-    gradient over the pixels (``splitk_bmm``). Same values and gradients as
-    the einsum, in the dtype autocast would give ``bmm``.
+    """``mask_logits`` whose backward splits the embeddings' gradient over
+    the pixels (``splitk_bmm``). Same values and gradients as the einsum, in
+    the dtype autocast would give ``bmm``.
 
     Args:
         mask_embed: (B, Q, C).

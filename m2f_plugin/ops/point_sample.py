@@ -1,19 +1,47 @@
-"""Uncertainty-based point selection for the mask losses (PointRend)."""
+"""Bilinear sampling of float maps at normalised points, and the choice of
+the points (PointRend): uniform, or where a mask is least certain."""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from ..layers.point_sample import point_sample, uniform_points
-
-__all__ = ['point_sample', 'uncertain_point_coords']
+__all__ = ['CANDIDATE_BUDGET', 'point_sample', 'uncertain_point_coords',
+           'uniform_points']
 
 # Candidate points scored at once by ``uncertain_point_coords``: bounds the
 # (m, S, 2) candidates and their scores (~30 bytes a candidate) while keeping
 # the chunks, and so the kernel launches, few.
 CANDIDATE_BUDGET = 2**22
+
+
+def uniform_points(num: int, num_points: int,
+                   device: torch.device) -> Tensor:
+    """Random points, uniform over the image: (num, P, 2) in [0, 1) as (x, y).
+
+    The one place where the matcher and the mask losses draw points; tests
+    swap it (``M2FHungarianMatcher.draw_points``,
+    ``SetCriterion.draw_points``) to compare implementations on the same
+    points.
+    """
+    return torch.rand(num, num_points, 2, device=device)
+
+
+def point_sample(masks: Tensor, coords: Tensor) -> Tensor:
+    """Bilinearly sample maps at normalised points.
+
+    Args:
+        masks: (N, C, H, W) maps.
+        coords: (N, P, 2) points in [0, 1] as (x, y).
+
+    Returns:
+        (N, C, P).
+    """
+    grid = 2.0 * coords[:, :, None, :] - 1.0  # (N, P, 1, 2) in [-1, 1]
+    return F.grid_sample(masks, grid.to(masks.dtype),
+                         align_corners=False).squeeze(-1)
 
 
 @torch.no_grad()

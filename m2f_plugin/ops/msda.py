@@ -1,4 +1,5 @@
-"""Multi-scale deformable attention kernels as ``torch.library`` custom ops.
+"""Multi-scale deformable attention: the kernels as ``torch.library`` custom
+ops, and ``MSDA_KERNELS``, the table the layer picks its kernel from.
 
 Two compiled kernels compute the same sampling as mmcv's PyTorch reference
 (``multi_scale_deformable_attn_pytorch``):
