@@ -1,13 +1,16 @@
 # The two README commands. Both set up the stack's venv first (idempotent).
 # STACK=openmmlab (default, .venv) or STACK=onedl (.venv-onedl), e.g.
 #   make test STACK=onedl
-.PHONY: setup demo test lint mutants
+.PHONY: setup demo test test-heavy lint mutants
 setup:
 	bash scripts/setup_env.sh
 demo:
 	bash scripts/demo.sh
 test:
 	bash scripts/test.sh
+# the tests left out of `make test` (whole-model torch.compile, ~5 min on 2 cores)
+test-heavy:
+	PYTEST_MARKS=heavy bash scripts/test.sh
 lint: setup
 	bash -c 'source scripts/stack.sh && "$$PY" -m ruff check m2f_plugin tests tools configs projects_ops'
 # Mutation testing (not part of `make test`, not in CI): 40 sampled mutants of

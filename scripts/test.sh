@@ -7,4 +7,6 @@ source scripts/stack.sh
 bash scripts/setup_env.sh
 "$PY" -m ruff check m2f_plugin tests tools configs projects_ops
 # pytest exits 5 when nothing was collected: that is a failure too.
-"$PY" -m pytest -q "$@" tests
+# Tests marked heavy (whole-model torch.compile, minutes each) run with
+# `make test-heavy`; everything else runs here.
+"$PY" -m pytest -q -m "${PYTEST_MARKS:-not heavy}" "$@" tests

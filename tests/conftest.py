@@ -13,6 +13,9 @@ from tests.helpers import fixed_points
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes more than ~30 s on 2 cores')
     config.addinivalue_line(
+        'markers', 'heavy: minutes on 2 cores (torch.compile of whole '
+        'models); left out of `make test`, run by `make test-heavy`')
+    config.addinivalue_line(
         'markers', 'perf: a performance contract (op/launch counts within a '
         'documented budget), not a correctness check')
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

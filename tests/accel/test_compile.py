@@ -27,7 +27,7 @@ from tests.helpers import (
     use_fixed_points,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def _build(path: str, num_points: int = 256) -> torch.nn.Module:
