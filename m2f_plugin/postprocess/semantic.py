@@ -6,7 +6,7 @@ Mask2Former compute it, made one band of output rows at a time so that the
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,17 +68,11 @@ def semantic_logits(cls_logits: Tensor, mask_logits: Tensor,
     # unaligned kernels for every band
     probs_t = probs.transpose(1, 2).contiguous()
     needs_grad = probs.requires_grad or masks.requires_grad
-    for top in range(0, height, rows):
-        band = gy[top:top + rows]
-        grid = torch.stack(torch.broadcast_tensors(gx[None, :], band[:, None]),
-                           -1)  # (rows, W, 2) as (x, y)
-        up = F.grid_sample(masks, grid.expand(batch, -1, -1, -1),
-                           mode='bilinear', padding_mode='border',
-                           align_corners=align_corners).sigmoid_()
+    for top, up in _sigmoid_bands(masks, gx, gy, rows, align_corners):
         # (B, K, Q) @ (B, Q, rows*W) -> this band of the output, written in
         # place (a strided output cuBLAS takes as is: no temporary, no copy);
         # out= has no autograd, so with gradients assign the band instead
-        cols = slice(top * width, (top + len(band)) * width)
+        cols = slice(top * width, (top + up.shape[2]) * width)
         if needs_grad:
             out[:, :, cols] = torch.bmm(probs_t, up.flatten(2))
         else:
@@ -138,12 +132,24 @@ def semantic_labels(cls_logits: Tensor, mask_logits: Tensor,
     gy = (_resize_grid(height, False, device) + 1) * valid.get('rows', 1.0) - 1
     rows = max(1, chunk // max(1, max(probs.shape) * width))
     out = torch.empty(height, width, dtype=torch.long, device=device)
-    for top in range(0, height, rows):
+    for top, up in _sigmoid_bands(masks, gx, gy, rows, False):
+        band = up.shape[2]  # up: (1, Q, band, W)
+        out[top:top + band] = (probs @ up[0].flatten(1)).argmax(0).view(
+            band, width)
+    return out
+
+
+def _sigmoid_bands(masks: Tensor, gx: Tensor, gy: Tensor, rows: int,
+                   align_corners: bool) -> Iterator[Tuple[int, Tensor]]:
+    """Yield ``(top, sigmoid(up(masks)))`` for bands of ``rows`` output rows:
+    masks (B, Q, h, w) resampled at the source coordinates ``gx`` (W,) and
+    ``gy[top:top + rows]`` (``F.grid_sample``'s border padding reproduces
+    interpolate's edge clamping), (B, Q, rows, W)."""
+    batch = masks.shape[0]
+    for top in range(0, gy.shape[0], rows):
         band = gy[top:top + rows]
         grid = torch.stack(torch.broadcast_tensors(gx[None, :], band[:, None]),
-                           -1)[None]  # (1, rows, W, 2) as (x, y)
-        up = F.grid_sample(masks, grid, mode='bilinear', padding_mode='border',
-                           align_corners=False).sigmoid_()[0]  # (Q, rows, W)
-        out[top:top + len(band)] = (probs @ up.flatten(1)).argmax(0).view(
-            len(band), width)
-    return out
+                           -1)  # (rows, W, 2) as (x, y)
+        yield top, F.grid_sample(masks, grid.expand(batch, -1, -1, -1),
+                                 mode='bilinear', padding_mode='border',
+                                 align_corners=align_corners).sigmoid_()
