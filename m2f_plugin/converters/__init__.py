@@ -3,8 +3,8 @@ from .hf_config import (
     HFConfigDerivation,
     UnsupportedHFConfig,
     derive_from_hf_config,
-    format_config_file,
 )
+from .hf_config_file import build_derived_config, format_config_file
 from .hf_keys import (
     HFConversionReport,
     convert_hf_checkpoint,
@@ -26,9 +26,10 @@ from .mmseg_keys import (
 )
 
 __all__ = ['ConversionReport', 'HFConfigDerivation', 'HFConversionReport',
-           'MMDET_HEAD_PREFIX', 'UnsupportedHFConfig', 'convert_hf_checkpoint',
-           'convert_hf_state_dict', 'convert_mmdet_state_dict',
-           'convert_mmseg_state_dict', 'derive_from_hf_config',
-           'format_config_file', 'is_hf_mask2former', 'is_mmdet_mask2former',
-           'is_mmseg_mask2former', 'load_hf_checkpoint',
-           'mmseg_head_key_to_ours', 'verify_against_model']
+           'MMDET_HEAD_PREFIX', 'UnsupportedHFConfig', 'build_derived_config',
+           'convert_hf_checkpoint', 'convert_hf_state_dict',
+           'convert_mmdet_state_dict', 'convert_mmseg_state_dict',
+           'derive_from_hf_config', 'format_config_file', 'is_hf_mask2former',
+           'is_mmdet_mask2former', 'is_mmseg_mask2former',
+           'load_hf_checkpoint', 'mmseg_head_key_to_ours',
+           'verify_against_model']

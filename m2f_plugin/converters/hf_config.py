@@ -9,19 +9,19 @@ for absent fields, and maps every field to our model:
 
 A field our model cannot represent raises :class:`UnsupportedHFConfig` naming
 the field; a field that only matters for training (dropout, auxiliary losses)
-and differs is reported as a warning.
+and differs is reported as a warning. ``hf_config_file`` turns the derivation
+into an mmengine ``Config`` and its ``.py`` file.
 """
 from __future__ import annotations
 
 import copy
 import math
-import pprint
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = ['HFConfigDerivation', 'UnsupportedHFConfig', 'derive_from_hf_config',
-           'format_config_file', 'hf_num_labels', 'MASK2FORMER_DEFAULTS',
-           'SWIN_DEFAULTS', 'RESNET_DEFAULTS']
+           'hf_num_labels', 'MASK2FORMER_DEFAULTS', 'SWIN_DEFAULTS',
+           'RESNET_DEFAULTS', 'DATASETS']
 
 # transformers 4.x/5.x defaults (Mask2FormerConfig, SwinConfig, ResNetConfig)
 # for fields config.json may leave out.
@@ -60,7 +60,7 @@ HF_GN_GROUPS = 32
 
 # Dataset base configs guessed from the number of classes (mmseg's names):
 # base config, training crop, dataset class.
-_DATASETS = {
+DATASETS: Dict[int, Tuple[str, Tuple[int, int], str]] = {
     150: ('mmseg::_base_/datasets/ade20k.py', (512, 512), 'ADE20KDataset'),
     19: ('mmseg::_base_/datasets/cityscapes.py', (512, 1024),
          'CityscapesDataset'),
@@ -384,7 +384,7 @@ def derive_from_hf_config(hf_config: Mapping[str, Any],
 
     num_classes = hf_num_labels(hf_config)
     class_names = _class_names(hf_config, num_classes)
-    dataset = _DATASETS.get(num_classes)
+    dataset = DATASETS.get(num_classes)
     if dataset:
         warnings += _class_order_warnings(class_names, dataset[2])
     data_preprocessor = _data_preprocessor(
@@ -443,133 +443,3 @@ def derive_from_hf_config(hf_config: Mapping[str, Any],
         backbone_type=bb_type, num_classes=num_classes,
         class_names=class_names, num_fpn=num_fpn,
         window_size=window, warnings=warnings)
-
-
-def _fmt_flat(value: Any) -> str:
-    if isinstance(value, dict):
-        if all(isinstance(k, str) and k.isidentifier() for k in value):
-            return 'dict(' + ', '.join(f'{k}={_fmt_flat(v)}'
-                                       for k, v in value.items()) + ')'
-        return '{' + ', '.join(f'{k!r}: {_fmt_flat(v)}'
-                               for k, v in value.items()) + '}'
-    if isinstance(value, list):
-        return '[' + ', '.join(_fmt_flat(v) for v in value) + ']'
-    if isinstance(value, tuple):
-        inner = ', '.join(_fmt_flat(v) for v in value)
-        return f'({inner},)' if len(value) == 1 else f'({inner})'
-    return repr(value)
-
-
-def _fmt(value: Any, indent: int = 0) -> str:
-    """Python source for a config value, ``dict(key=...)`` style.
-
-    On one line if it fits in 79 columns at ``indent``, else one item a line.
-    """
-    flat = _fmt_flat(value)
-    if indent + len(flat) <= 70 or not isinstance(value, (dict, list)):
-        return flat
-    pad = ' ' * (indent + 4)
-    if isinstance(value, list):
-        return pprint.pformat(value, width=max(40, 79 - indent), compact=True)
-    if all(isinstance(k, str) and k.isidentifier() for k in value):
-        items = [f'{pad}{k}={_fmt(v, indent + 4)}' for k, v in value.items()]
-        return 'dict(\n' + ',\n'.join(items) + ')'
-    items = [f'{pad}{k!r}: {_fmt(v, indent + 4)}' for k, v in value.items()]
-    return '{\n' + ',\n'.join(items) + '}'
-
-
-def format_config_file(derivation: HFConfigDerivation,
-                       bases: Optional[Sequence[str]] = None,
-                       source: str = '') -> str:
-    """The derived config as a ``.py`` file for ``mim test`` / ``mim train``.
-
-    Args:
-        derivation: From :func:`derive_from_hf_config`.
-        bases: ``_base_`` files; None = mmseg's default runtime plus a dataset
-            guessed from the number of classes (ADE20K 150, Cityscapes 19,
-            COCO-Stuff 171), if any.
-        source: Where the weights came from (a comment).
-
-    Returns:
-        The file's text.
-    """
-    dataset = _DATASETS.get(derivation.num_classes)
-    if bases is None:
-        bases = ['mmseg::_base_/default_runtime.py']
-        if dataset:
-            bases.append(dataset[0])
-    lines = [
-        '# Derived from a transformers Mask2FormerForUniversalSegmentation',
-        f'# config by m2f_plugin.tools.convert --from hf{": " + source if source else ""}.',
-        f'# {derivation.num_classes} classes, in this order (HF id2label):',
-    ]
-    names = ', '.join(derivation.class_names)
-    lines += ['#   ' + chunk for chunk in _wrap(names, 74)]
-    for w in derivation.warnings:
-        lines += ['# ' + chunk for chunk in _wrap('NOTE: ' + w, 77)]
-    if bases:
-        lines.append(f'_base_ = {_fmt(list(bases))}')
-    else:
-        lines.append('# no dataset base: add test_dataloader / test_evaluator')
-    lines.append("custom_imports = dict(imports=['m2f_plugin'], "
-                 'allow_failed_imports=False)')
-    lines.append('')
-    lines.append(f'data_preprocessor = {_fmt(derivation.data_preprocessor)}')
-    model = dict(derivation.model)
-    model['data_preprocessor'] = '__DATA_PREPROCESSOR__'
-    text = _fmt(model).replace("'__DATA_PREPROCESSOR__'", 'data_preprocessor')
-    lines.append(f'model = {text}')
-    if bases and dataset:
-        # Runner needs train_cfg/optim_wrapper with a train_dataloader; the
-        # recipe of our ADE20K config (fine-tuning from this checkpoint works).
-        lines += _SCHEDULE.splitlines()
-    lines += _HOOKS.splitlines()
-    lines.append('')
-    return '\n'.join(lines)
-
-
-def _wrap(text: str, width: int) -> List[str]:
-    out, line = [], ''
-    for word in text.split(' '):
-        if line and len(line) + len(word) + 1 > width:
-            out.append(line)
-            line = word
-        else:
-            line = f'{line} {word}' if line else word
-    if line:
-        out.append(line)
-    return out
-
-
-_SCHEDULE = """
-embed_multi = dict(lr_mult=1.0, decay_mult=0.0)
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=0.0001, weight_decay=0.05, eps=1e-8,
-        betas=(0.9, 0.999)),
-    clip_grad=dict(max_norm=0.01, norm_type=2),
-    paramwise_cfg=dict(
-        custom_keys={
-            'backbone': dict(lr_mult=0.1, decay_mult=1.0),
-            'query_embed': embed_multi,
-            'query_feat': embed_multi,
-            'level_embed': embed_multi,
-        },
-        norm_decay_mult=0.0))
-param_scheduler = [
-    dict(type='PolyLR', eta_min=0, power=0.9, begin=0, end=160000,
-         by_epoch=False)
-]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=160000, val_interval=5000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')"""
-
-_HOOKS = """
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=5000),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))"""

@@ -74,8 +74,8 @@ def _convert_hf(args: argparse.Namespace) -> int:
     from ..converters.hf_config import (
         UnsupportedHFConfig,
         derive_from_hf_config,
-        format_config_file,
     )
+    from ..converters.hf_config_file import format_config_file
     from ..converters.hf_keys import (
         build_model,
         convert_hf_state_dict,

@@ -19,29 +19,23 @@ This file imports nothing from mmdet: the plugin stays importable without it.
 from __future__ import annotations
 
 import copy
-import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType
 from torch import Tensor
 
 from ...converters import convert_mmdet_state_dict, is_mmdet_mask2former
-from ...structures import (
-    MaskTargets,
-    Predictions,
-    instances_to_masks,
-    panoptic_to_masks,
-)
+from ...structures import MaskTargets, instances_to_masks, panoptic_to_masks
 from ..mask2former import Mask2Former
 from .builtin_layout import accepts_builtin_layout, matcher_from_assigner
+from .mmdet_gt import fit_to_input, mask_tensor
 
 __all__ = ['M2FDetHead']
+
 
 def _check_class_weight(loss_cls: dict, num_things: int,
                         num_stuff: int) -> None:
@@ -89,57 +83,12 @@ def _matcher_cfg(matcher: Optional[ConfigType], train_cfg: Optional[dict],
     return matcher
 
 
-def _mask_tensor(masks) -> Tensor:
-    """mmdet's ``BitmapMasks`` / ``PolygonMasks`` or a tensor -> (G, H, W)
-    tensor (a bitmap's array viewed, not copied, when contiguous)."""
-    if isinstance(masks, Tensor):
-        return masks
-    array = masks.masks if isinstance(getattr(masks, 'masks', None),
-                                      np.ndarray) else masks.to_ndarray()
-    return torch.from_numpy(np.ascontiguousarray(array))
-
-
-def _fit_to_input(gt: Tensor, meta: dict, fill: int, field: str) -> Tensor:
-    """Ground truth (..., h, w) -> (..., H, W) at the padded batch input.
-
-    The losses read targets at points relative to the padded batch input
-    (``batch_input_shape``), so smaller ground truth would be stretched over
-    the padding: it is padded bottom-right with ``fill`` instead, as mmdet's
-    ``DetDataPreprocessor`` does with ``pad_mask=True`` / ``pad_seg=True``.
-    Ground truth that cannot be the image's (smaller than ``img_shape`` or
-    larger than the batch input) is an error. Without ``batch_input_shape``
-    in ``meta``, ``gt`` is returned as it is.
-    """
-    size = meta.get('batch_input_shape')
-    if size is None:
-        return gt
-    size = (int(size[0]), int(size[1]))
-    h, w = gt.shape[-2:]
-    if (h, w) == size:
-        return gt
-    img = meta.get('img_shape')
-    low = (int(img[0]), int(img[1])) if img is not None else (0, 0)
-    if not (low[0] <= h <= size[0] and low[1] <= w <= size[1]):
-        raise ValueError(
-            f'{field} of size {(h, w)} do not fit an image of img_shape '
-            f'{low} in a padded batch input of {size}: they must cover the '
-            'image and may not exceed the batch input. Transform them with '
-            'the image in the pipeline, and pad them to the batch input with '
-            'data_preprocessor.pad_mask=True (and pad_seg=True for '
-            'gt_sem_seg).')
-    out = gt.new_full((*gt.shape[:-2], *size), fill)
-    out[..., :h, :w] = gt
-    return out
-
-
 @MODELS.register_module()
 class M2FDetHead(Mask2Former, BaseModule):
     """Mask2Former panoptic / instance segmentation head for mmdet.
 
     Args:
-        in_channels, strides, feat_channels, out_channels, num_queries,
-        pixel_decoder, transformer_decoder, loss_cls, loss_mask, loss_dice:
-            The core's, see ``Mask2Former.build_mask2former``.
+        in_channels: Backbone channels, fine to coarse.
         num_things_classes: Thing classes T (labels ``0 .. T-1``).
         num_stuff_classes: Stuff classes S (labels ``T .. T+S-1``); 0 for
             instance segmentation.
@@ -147,8 +96,8 @@ class M2FDetHead(Mask2Former, BaseModule):
             the cost weights of ``train_cfg.assigner`` (mmdet's
             ``HungarianAssigner``), if any.
         num_points, oversample_ratio, importance_sample_ratio: The mask
-            losses' point sampling; None: ``train_cfg``'s, else 12544, 3.0,
-            0.75 (mmdet's defaults).
+            losses' point sampling; None: ``train_cfg``'s, else the core's
+            defaults (12544, 3.0, 0.75, as mmdet's).
         min_masks_per_image: Least masks an image counts in the mask losses'
             normaliser: 1 (default) as mmdet's ``MaskPseudoSampler``, where
             an image without targets counts one; 0 counts the targets only,
@@ -169,27 +118,25 @@ class M2FDetHead(Mask2Former, BaseModule):
             ``max_per_image`` may not exceed queries x classes (checked
             here, at build time).
         init_cfg: mmengine's initialisation config.
+        **kwargs: The core's other settings (``strides``, ``feat_channels``,
+            ``out_channels``, ``num_queries``, ``pixel_decoder``,
+            ``transformer_decoder``, ``loss_cls``, ``loss_mask``,
+            ``loss_dice``): see ``Mask2Former.build_mask2former``, defaults
+            in ``CORE_DEFAULTS``.
 
     A config of mmdet's built-in ``Mask2FormerHead`` works with only its
-    ``type`` changed: its keys are translated (``builtin_layout``).
+    ``type`` changed: its keys are translated (``builtin_layout``), and its
+    checkpoints load directly (keys renamed on load).
     """
+
+    builtin_checkpoint = (is_mmdet_mask2former, convert_mmdet_state_dict)
 
     @accepts_builtin_layout('mmdet')
     def __init__(self,
                  in_channels: Sequence[int],
-                 strides: Sequence[int] = (4, 8, 16, 32),
                  *,
-                 feat_channels: int = 256,
-                 out_channels: int = 256,
                  num_things_classes: int = 80,
                  num_stuff_classes: int = 53,
-                 num_queries: int = 100,
-                 pixel_decoder: ConfigType = dict(type='M2FPixelDecoder'),
-                 transformer_decoder: ConfigType = dict(
-                     type='M2FMaskedTransformerDecoder'),
-                 loss_cls: ConfigType = dict(type='M2FClassLoss'),
-                 loss_mask: ConfigType = dict(type='M2FPointBCELoss'),
-                 loss_dice: ConfigType = dict(type='M2FPointDiceLoss'),
                  matcher: Optional[ConfigType] = None,
                  num_points: Optional[int] = None,
                  oversample_ratio: Optional[float] = None,
@@ -199,61 +146,43 @@ class M2FDetHead(Mask2Former, BaseModule):
                  masks_at_input_size: bool = True,
                  train_cfg: Optional[ConfigType] = None,
                  test_cfg: Optional[ConfigType] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        core = self.pop_core_settings(kwargs)
+        if kwargs:
+            raise TypeError(f'{type(self).__name__}.__init__() got unexpected '
+                            f'keyword arguments: {", ".join(sorted(kwargs))}')
         BaseModule.__init__(self, init_cfg=init_cfg)
-        _check_class_weight(loss_cls, num_things_classes, num_stuff_classes)
-        _check_max_per_image(test_cfg, num_queries,
+        _check_class_weight(core['loss_cls'], num_things_classes,
+                            num_stuff_classes)
+        _check_max_per_image(test_cfg, core['num_queries'],
                              num_things_classes + num_stuff_classes)
         self.num_things_classes = num_things_classes
         self.num_stuff_classes = num_stuff_classes
         self.num_classes = num_things_classes + num_stuff_classes
-        self.num_queries = num_queries
         self.ignore_index = ignore_index
         self.masks_at_input_size = masks_at_input_size
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
+        # point sampling and matcher: given, else train_cfg's, else the core's
         train = train_cfg or {}
-        if num_points is None:
-            num_points = train.get('num_points', 12544)
-        if oversample_ratio is None:
-            oversample_ratio = train.get('oversample_ratio', 3.0)
-        if importance_sample_ratio is None:
-            importance_sample_ratio = train.get('importance_sample_ratio',
-                                                0.75)
-        self.build_mask2former(
-            in_channels=in_channels, strides=strides,
-            num_classes=self.num_classes, feat_channels=feat_channels,
-            out_channels=out_channels, num_queries=num_queries,
-            pixel_decoder=pixel_decoder,
-            transformer_decoder=transformer_decoder, loss_cls=loss_cls,
-            loss_mask=loss_mask, loss_dice=loss_dice,
-            matcher=_matcher_cfg(matcher, train_cfg, num_points),
-            num_points=num_points, oversample_ratio=oversample_ratio,
-            importance_sample_ratio=importance_sample_ratio,
-            min_masks_per_image=min_masks_per_image)
-
-    def prediction_sets(self, x: Sequence[Tensor]) -> Predictions:
-        """Backbone maps (B, C_i, H_i, W_i), fine to coarse -> the prediction
-        sets (what ``loss`` and ``predict`` use)."""
-        return self.predictions(x)
-
-    def forward(self, x: Sequence[Tensor],
-                batch_data_samples: Optional[list] = None
-                ) -> Tuple[List[Tensor], List[Tensor]]:
-        """mmdet's contract, as its built-in Mask2Former head: per set, class
-        logits (B, Q, K + 1) and mask logits (B, Q, H / 4, W / 4). What the
-        detector's ``mode='tensor'`` returns; ``batch_data_samples`` is
-        unused."""
-        return self.prediction_sets(x).as_lists()
+        for key, value in (('num_points', num_points),
+                           ('oversample_ratio', oversample_ratio),
+                           ('importance_sample_ratio',
+                            importance_sample_ratio)):
+            core[key] = value if value is not None else train.get(key,
+                                                                  core[key])
+        core['matcher'] = _matcher_cfg(matcher, train_cfg, core['num_points'])
+        core['min_masks_per_image'] = min_masks_per_image
+        self.build_mask2former(in_channels=in_channels,
+                               num_classes=self.num_classes, **core)
 
     def loss(self, x: Sequence[Tensor],
              batch_data_samples: list) -> Dict[str, Tensor]:
         """Losses of all prediction sets, keys as mmdet's (``loss_cls``,
         ``loss_mask``, ``loss_dice``, ``d0.loss_cls``, ...)."""
-        predictions = self.prediction_sets(x)
-        targets = self.targets(batch_data_samples,
-                               predictions.mask_features.device)
-        return self.losses(predictions, targets)
+        return self.loss_by_samples(self.prediction_sets(x),
+                                    batch_data_samples)
 
     def targets(self, batch_data_samples: list,
                 device: torch.device) -> MaskTargets:
@@ -265,14 +194,14 @@ class M2FDetHead(Mask2Former, BaseModule):
         one (panoptic: one segment map); without, the instance masks are
         kept as they are and may overlap. Masks and label maps smaller than
         the padded batch input (a data preprocessor without ``pad_mask`` /
-        ``pad_seg``) are padded to it (``_fit_to_input``).
+        ``pad_seg``) are padded to it (``fit_to_input``).
 
         Raises:
             ValueError: Ground truth that does not fit the image, or labels
                 outside ``[0, num_things_classes + num_stuff_classes)``.
         """
         labels = [s.gt_instances.labels for s in batch_data_samples]
-        masks = [_fit_to_input(_mask_tensor(s.gt_instances.masks), s.metainfo,
+        masks = [fit_to_input(mask_tensor(s.gt_instances.masks), s.metainfo,
                                0, 'gt_instances.masks')
                  for s in batch_data_samples]
         if self.num_stuff_classes and any('gt_sem_seg' in s
@@ -288,7 +217,7 @@ class M2FDetHead(Mask2Former, BaseModule):
         """The image's label map; all ``ignore_index`` (no stuff) if it has
         none."""
         if 'gt_sem_seg' in sample:
-            return _fit_to_input(sample.gt_sem_seg.sem_seg, sample.metainfo,
+            return fit_to_input(sample.gt_sem_seg.sem_seg, sample.metainfo,
                                  self.ignore_index, 'gt_sem_seg')
         return torch.full(masks.shape[-2:], self.ignore_index,
                           dtype=torch.long)
@@ -314,22 +243,3 @@ class M2FDetHead(Mask2Former, BaseModule):
         (B, Q, K + 1), mask logits (B, Q, H / 4, W / 4); only this set's masks
         are multiplied out."""
         return self.prediction_sets(x).last()
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
-                              missing_keys, unexpected_keys, error_msgs):
-        """Load checkpoints of mmdet's built-in Mask2Former directly: keys in
-        the built-in layout are renamed to ours on the fly (the rules of
-        ``convert_mmdet_state_dict``), with one log line; a class head of
-        another class count is re-initialised, as in ``M2FHead``."""
-        self.keep_class_head_for_other_class_count(state_dict, prefix)
-        if is_mmdet_mask2former(state_dict, prefix):
-            head = {k: state_dict.pop(k) for k in list(state_dict)
-                    if k.startswith(prefix)}
-            converted, report = convert_mmdet_state_dict(head, prefix)
-            state_dict.update(converted)
-            print_log(f'M2FDetHead: converted a built-in Mask2Former '
-                      f'checkpoint on load: {report.summary()}',
-                      logger='current', level=logging.INFO)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata,
-                                      strict, missing_keys, unexpected_keys,
-                                      error_msgs)

@@ -7,7 +7,7 @@ prediction set becomes the per-class logits mmseg's segmentors expect.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ...converters import convert_mmseg_state_dict, is_mmseg_mask2former
 from ...postprocess import semantic_logits
-from ...structures import Predictions, sem_seg_to_masks
+from ...structures import Predictions, SemanticTargets, sem_seg_to_masks
 from ..mask2former import Mask2Former
 from .builtin_layout import accepts_builtin_layout
 
@@ -41,18 +41,15 @@ _REMOVED_OPTIONS = {
 }
 
 
-def _check_options(head: str, kwargs: dict, pixel_decoder: dict,
-                   transformer_decoder: dict) -> None:
+def _check_options(head: str, kwargs: dict, core: dict) -> None:
     """Fail on options that moved or were removed, naming what to use."""
     moved = sorted(set(kwargs) & set(_MOVED_OPTIONS))
     if moved:
         raise ValueError(
             f'{head}: {", ".join(moved)} moved to the accelerated head; use '
             + '; '.join(_MOVED_OPTIONS[k] for k in moved))
-    parts = dict(pixel_decoder=pixel_decoder,
-                 transformer_decoder=transformer_decoder)
     for (part, key), fix in _REMOVED_OPTIONS.items():
-        if key in parts[part]:
+        if key in core[part]:
             raise ValueError(f'{head}: {part}.{key} is no longer an option; '
                              f'{fix}')
 
@@ -62,87 +59,61 @@ class M2FHead(Mask2Former, BaseDecodeHead):
     """Mask2Former decode head for semantic segmentation.
 
     Args:
-        in_channels, strides, num_classes, feat_channels, out_channels,
-        num_queries, pixel_decoder, transformer_decoder, loss_cls, loss_mask,
-        loss_dice, matcher, num_points, oversample_ratio,
-        importance_sample_ratio: The core's, see
-            ``Mask2Former.build_mask2former`` (mmseg's ``out_channels``
-            means classes elsewhere; here it is the mask features').
-        min_masks_per_image: Least masks an image counts in the mask losses'
-            normaliser: 0 (default) counts the targets only, as the paper's
-            code; 1 as mmdet's and mmseg's built-in (an image without
-            labelled pixels counts one; the built-in layout sets it).
+        in_channels: Backbone channels, fine to coarse.
+        num_classes: Classes K.
         predict_chunk: Upsampled-mask elements alive at once in
             ``predict`` (bounds its memory; see ``semantic_logits``).
         ignore_index: Unlabelled pixels' label.
         align_corners: For every resize.
-        **kwargs: Passed to ``BaseDecodeHead``.
+        init_cfg: mmengine's initialisation config.
+        **kwargs: The core's settings (``strides``, ``feat_channels``,
+            ``out_channels``, ``num_queries``, ``pixel_decoder``,
+            ``transformer_decoder``, ``loss_cls``, ``loss_mask``,
+            ``loss_dice``, ``matcher``, ``num_points``, ``oversample_ratio``,
+            ``importance_sample_ratio``, ``min_masks_per_image``: see
+            ``Mask2Former.build_mask2former``, defaults in ``CORE_DEFAULTS``;
+            mmseg's ``out_channels`` means classes elsewhere, here it is the
+            mask features'), the rest passed to ``BaseDecodeHead``.
+            ``min_masks_per_image`` is 0 (the paper's code) unless given; the
+            built-in layout sets 1, mmseg's built-in normaliser.
 
     A config of mmseg's built-in ``Mask2FormerHead`` works with only its
-    ``type`` changed: its keys are translated (``builtin_layout``).
+    ``type`` changed: its keys are translated (``builtin_layout``), and its
+    checkpoints load directly (keys renamed on load).
     """
+
+    builtin_checkpoint = (is_mmseg_mask2former, convert_mmseg_state_dict)
 
     @accepts_builtin_layout('mmseg')
     def __init__(self,
                  in_channels: Sequence[int],
-                 strides: Sequence[int] = (4, 8, 16, 32),
                  *,
                  num_classes: int,
-                 feat_channels: int = 256,
-                 out_channels: int = 256,
-                 num_queries: int = 100,
-                 pixel_decoder: ConfigType = dict(type='M2FPixelDecoder'),
-                 transformer_decoder: ConfigType = dict(
-                     type='M2FMaskedTransformerDecoder'),
-                 loss_cls: ConfigType = dict(type='M2FClassLoss'),
-                 loss_mask: ConfigType = dict(type='M2FPointBCELoss'),
-                 loss_dice: ConfigType = dict(type='M2FPointDiceLoss'),
-                 matcher: ConfigType = dict(type='M2FHungarianMatcher'),
-                 num_points: int = 12544,
-                 oversample_ratio: float = 3.0,
-                 importance_sample_ratio: float = 0.75,
-                 min_masks_per_image: int = 0,
                  predict_chunk: int = 1 << 22,
                  ignore_index: int = 255,
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None,
                  **kwargs) -> None:
-        _check_options(type(self).__name__, kwargs, pixel_decoder,
-                       transformer_decoder)
+        core = self.pop_core_settings(kwargs)
+        _check_options(type(self).__name__, kwargs, core)
         in_channels = list(in_channels)
         kwargs.setdefault('input_transform', 'multiple_select')
         kwargs.setdefault('in_index', list(range(len(in_channels))))
         # BaseDecodeHead builds loss_decode; ours are the criterion's
         kwargs.setdefault('loss_decode', [])
         super().__init__(
-            in_channels=in_channels, channels=feat_channels,
+            in_channels=in_channels, channels=core['feat_channels'],
             num_classes=num_classes, ignore_index=ignore_index,
             align_corners=align_corners, init_cfg=init_cfg, **kwargs)
         del self.conv_seg  # per-class logits come from queries, not a conv
-        self.num_queries = num_queries
         self.predict_chunk = predict_chunk
-        self.build_mask2former(
-            in_channels=in_channels, strides=strides, num_classes=num_classes,
-            feat_channels=feat_channels, out_channels=out_channels,
-            num_queries=num_queries, pixel_decoder=pixel_decoder,
-            transformer_decoder=transformer_decoder, loss_cls=loss_cls,
-            loss_mask=loss_mask, loss_dice=loss_dice, matcher=matcher,
-            num_points=num_points, oversample_ratio=oversample_ratio,
-            importance_sample_ratio=importance_sample_ratio,
-            min_masks_per_image=min_masks_per_image)
+        self.build_mask2former(in_channels=in_channels,
+                               num_classes=num_classes, **core)
 
     def prediction_sets(self, inputs: Sequence[Tensor]) -> Predictions:
-        """Backbone maps (B, C_i, H_i, W_i), fine to coarse -> the
-        prediction sets (what ``loss`` and ``predict`` use)."""
+        """Backbone maps (B, C_i, H_i, W_i), fine to coarse, as selected by
+        ``in_index`` -> the prediction sets."""
         return self.predictions(self._transform_inputs(inputs))
-
-    def forward(self, inputs: Sequence[Tensor],
-                batch_data_samples: Optional[SampleList] = None
-                ) -> Tuple[List[Tensor], List[Tensor]]:
-        """mmseg's contract, as its built-in Mask2Former head: per set, class
-        logits (B, Q, K + 1) and mask logits (B, Q, H / 4, W / 4). What
-        ``mode='tensor'`` returns; ``batch_data_samples`` is unused."""
-        return self.prediction_sets(inputs).as_lists()
 
     def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
@@ -152,11 +123,15 @@ class M2FHead(Mask2Former, BaseDecodeHead):
 
     def loss_by_feat(self, predictions: Predictions,
                      batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """Label maps -> mask targets (one per class present), then the
-        set criterion."""
-        targets = sem_seg_to_masks(self._stack_batch_gt(batch_data_samples),
-                                   self.num_classes, self.ignore_index)
-        return self.losses(predictions, targets)
+        """``BaseDecodeHead``'s name for ``loss_by_samples``."""
+        return self.loss_by_samples(predictions, batch_data_samples)
+
+    def targets(self, batch_data_samples: SampleList,
+                device: torch.device) -> SemanticTargets:
+        """Label maps -> one mask target per class present. They stay where
+        the label maps are (``device`` is not used)."""
+        return sem_seg_to_masks(self._stack_batch_gt(batch_data_samples),
+                                self.num_classes, self.ignore_index)
 
     def predict(self, inputs: Sequence[Tensor], batch_img_metas: List[dict],
                 test_cfg: ConfigType) -> Tensor:
@@ -185,25 +160,6 @@ class M2FHead(Mask2Former, BaseDecodeHead):
             size = tuple(meta['img_shape'][:2])
         return semantic_logits(cls_logits, mask_logits, size,
                                self.align_corners, self.predict_chunk)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
-                              missing_keys, unexpected_keys, error_msgs):
-        """Load checkpoints of mmseg's built-in Mask2Former directly.
-
-        Keys in the built-in layout are renamed to ours on the fly (the same
-        rules as ``m2f_plugin.converters``), with one log line.
-        """
-        self.keep_class_head_for_other_class_count(state_dict, prefix)
-        if is_mmseg_mask2former(state_dict, prefix):
-            head = {k: state_dict.pop(k) for k in list(state_dict)
-                    if k.startswith(prefix)}
-            converted, report = convert_mmseg_state_dict(head, prefix)
-            state_dict.update(converted)
-            print_log(f'M2FHead: converted a built-in Mask2Former checkpoint '
-                      f'on load: {report.summary()}', logger='current')
-        super()._load_from_state_dict(state_dict, prefix, local_metadata,
-                                      strict, missing_keys, unexpected_keys,
-                                      error_msgs)
 
 
 def _warn_non_finite(cls_logits: Tensor, mask_logits: Tensor,
