@@ -42,7 +42,8 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 
-def _options(group: Dict[str, Any]) -> Dict[str, Any]:
+def group_options(group: Dict[str, Any]) -> Dict[str, Any]:
+    """A parameter group's options: everything but ``params``."""
     return {k: v for k, v in group.items() if k != 'params'}
 
 
@@ -61,9 +62,9 @@ def merge_param_groups(groups: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """
     merged: List[Dict[str, Any]] = []
     for group in groups:
-        opts = _options(group)
+        opts = group_options(group)
         for target in merged:
-            if _options(target) == opts:
+            if group_options(target) == opts:
                 target['params'].extend(group['params'])
                 break
         else:
@@ -114,7 +115,7 @@ def describe_param_groups(groups: Sequence[Dict[str, Any]],
     defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
     lines = []
     for i, group in enumerate(groups, 1):
-        own = _options(group)
+        own = group_options(group)
         opts = ', '.join(f'{k}={v}' for k, v in {**defaults, **own}.items())
         if not own:
             opts = f'{opts} (optimizer defaults)' if opts else 'optimizer defaults'

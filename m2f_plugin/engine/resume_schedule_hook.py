@@ -61,7 +61,7 @@ from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, find_latest_checkpoint
 from mmseg.registry import HOOKS
 
-from .optim_wrapper_constructor import IMPLEMENTATION_KEYS
+from .optim_wrapper_constructor import IMPLEMENTATION_KEYS, group_options
 from .train_command import train_command
 
 __all__ = ['M2FResumeScheduleHook', 'replay_schedule', 'schedule_changes',
@@ -90,10 +90,6 @@ class _GroupsOnly:
         pass
 
     step._with_counter = True  # type: ignore[attr-defined]
-
-
-def _options(group: dict) -> dict:
-    return {k: v for k, v in group.items() if k != 'params'}
 
 
 def _per_group(state: dict, key: str, count: int) -> bool:
@@ -128,7 +124,7 @@ def _distinct(*schedules: Tuple[Sequence[dict], Sequence[dict]]
     index: List[int] = []
     kinds: List[int] = []
     for g in range(count):
-        key = repr([(sorted(_options(groups[g]).items()),
+        key = repr([(sorted(group_options(groups[g]).items()),
                      [[state[k][g] for k in sorted(state)
                        if _per_group(state, k, count)] for state in states])
                     for groups, states in schedules])
@@ -147,7 +143,7 @@ def _clones(schedulers: Sequence[Any], states: Sequence[dict],
     if index is not None:
         states = _take(states, len(groups), index)
         groups = [groups[i] for i in index]
-    groups = [copy.deepcopy(_options(g)) for g in groups]
+    groups = [copy.deepcopy(group_options(g)) for g in groups]
     optimizer = _GroupsOnly(groups)
     clones = []
     for scheduler, state in zip(schedulers, states):
@@ -409,7 +405,7 @@ class M2FResumeScheduleHook(Hook):
         schedulers = schedulers or []
         self._config = dict(
             states=[copy.deepcopy(s.state_dict()) for s in schedulers],
-            groups=[copy.deepcopy(_options(g)) for g in groups],
+            groups=[copy.deepcopy(group_options(g)) for g in groups],
             max_iters=max_iters)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -421,7 +417,7 @@ class M2FResumeScheduleHook(Hook):
         hub = checkpoint.get('message_hub', {}).get('runtime_info', {})
         self._checkpoint = dict(
             states=list(checkpoint.get('param_schedulers') or []),
-            groups=[_options(g) for g in groups] if groups else None,
+            groups=[group_options(g) for g in groups] if groups else None,
             max_iters=hub.get('max_iters'),
             path=(getattr(runner, '_load_from', None)
                   or find_latest_checkpoint(runner.work_dir)))
