@@ -14,7 +14,8 @@ onnxruntime and OpenCV are imported when a Segmenter is created, so the
 format helpers (COCO RLE, panoptic PNG ids) work without them.
 """
 from .formats import decode_rle, encode_rle, ids_to_rgb, rgb_to_ids
-from .model import FORMAT_VERSION, ModelInfo, Segmenter, read_image
+from .images import read_image
+from .model import FORMAT_VERSION, ModelInfo, Segmenter
 from .results import InstanceResult, PanopticResult, SemanticResult
 
 __all__ = [
