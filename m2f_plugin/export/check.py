@@ -44,8 +44,7 @@ def torch_predict(loaded: LoadedModel, image: np.ndarray
         ``labels``, ``scores``, ``boxes``, ``masks`` (instance).
     """
     from mmengine.dataset import Compose, pseudo_collate
-    from mmengine.registry import init_default_scope
-    init_default_scope(loaded.family)
+    from mmengine.registry import DefaultScope
     steps = _test_pipeline(loaded.cfg)
     to_float32 = any(t['type'].split('.')[-1] in _LOADERS
                      and t.get('to_float32') for t in steps)
@@ -54,8 +53,10 @@ def torch_predict(loaded: LoadedModel, image: np.ndarray
     img = image.astype(np.float32) if to_float32 else image
     results = dict(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
                    img_path='', img_id=0)
-    data = pseudo_collate([Compose(steps)(results)])
-    sample = loaded.model.test_step(data)[0]
+    # the model's toolbox resolves the transforms; the caller's scope stays
+    with DefaultScope.overwrite_default_scope(loaded.family):
+        data = pseudo_collate([Compose(steps)(results)])
+        sample = loaded.model.test_step(data)[0]
     if loaded.task == 'semantic':
         return dict(labels=sample.pred_sem_seg.data[0].numpy(),
                     scores=sample.seg_logits.data.numpy())

@@ -99,6 +99,7 @@ def load_model(config: Union[str, Config], checkpoint: Optional[str] = None,
         ValueError: The model is not a Mask2Former of this package, the task
             does not fit it, or its test mode is ``slide`` without ``whole``.
     """
+    from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
     from mmengine.utils import import_modules_from_strings
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
@@ -135,8 +136,10 @@ def load_model(config: Union[str, Config], checkpoint: Optional[str] = None,
     else:
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
-    model = MODELS.build(ConfigDict(model_cfg))
+    register_all_modules(init_default_scope=False)
+    # the toolbox's scope for this build only: the caller's stays as it is
+    with DefaultScope.overwrite_default_scope(family):
+        model = MODELS.build(ConfigDict(model_cfg))
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
                         logger='silent')
