@@ -6,15 +6,18 @@ out.
 """
 import argparse
 import json
-import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.runner import Runner
-from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
-from m2f_plugin.engine.train_command import add_missing_hooks, guard_hooks
+from m2f_plugin.engine.train_command import (
+    add_common_arguments,
+    add_missing_hooks,
+    guard_hooks,
+)
+from m2f_plugin.engine.train_command import load_config as load_common
 from m2f_plugin.utils.panopticapi_check import require_panopticapi
 
 # the guards that act at test time (configs/_base_/m2f_runtime.py): a
@@ -27,38 +30,19 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='where to save the metrics')
     parser.add_argument('--out', help='directory to save the output results')
     parser.add_argument('--show-dir', help='directory to save painted images')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (config needs tta_model '
                         'and tta_pipeline)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings, e.g. key=value')
-    parser.add_argument('--launcher',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the command line's options applied
     (what ``Runner.from_cfg`` then runs)."""
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-        if cfg.get('custom_imports'):  # imports added on the command line
-            import_modules_from_strings(**cfg.custom_imports)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_common(args)
     cfg.load_from = args.checkpoint
     if args.show_dir:
         vis = cfg.default_hooks.get('visualization')

@@ -7,27 +7,25 @@ options to the config and adds the guards that a config leaves out.
 """
 import argparse
 import logging
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner
-from mmengine.utils import import_modules_from_strings
 
 import m2f_plugin  # noqa: F401  (registers modules, fixes checkpoint loading)
 from m2f_plugin.engine.train_command import (
+    add_common_arguments,
     add_missing_hooks,
     guard_hooks,
     set_hook_options,
 )
+from m2f_plugin.engine.train_command import load_config as load_common
 from m2f_plugin.utils.panopticapi_check import require_panopticapi
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a segmentor')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--resume', action='store_true', default=False,
                         help='resume from the latest checkpoint in work_dir')
     parser.add_argument('--resume-schedule',
@@ -41,32 +39,14 @@ def parse_args(argv=None):
                         'error in ours)')
     parser.add_argument('--amp', action='store_true', default=False,
                         help='enable automatic mixed precision (fp16)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings, e.g. key=value')
-    parser.add_argument('--launcher',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the command line's options applied
     (what ``Runner.from_cfg`` then runs)."""
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-        if cfg.get('custom_imports'):  # imports added on the command line
-            import_modules_from_strings(**cfg.custom_imports)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_common(args)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.type
         if optim_wrapper == 'AmpOptimWrapper':

@@ -5,21 +5,26 @@
   out (an older user config, or one that replaced the list), with a warning.
 - This process's command line, for error messages that tell the user the
   exact command to run next.
+- The options ``tools/train.py`` and ``tools/test.py`` share, and the config
+  loading they share.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import logging
+import os
 import os.path as osp
 import shlex
 import sys
 from typing import Any, List, Optional, Sequence
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.dist import get_world_size
 from mmengine.logging import print_log
+from mmengine.utils import import_modules_from_strings
 
-__all__ = ['RUNTIME_BASE', 'add_missing_hooks', 'config_hooks', 'guard_hooks',
+__all__ = ['RUNTIME_BASE', 'add_common_arguments', 'add_missing_hooks', 'config_hooks', 'guard_hooks', 'load_config',
            'runtime_base', 'set_hook_options', 'train_command']
 
 # the guards' config, relative to configs/
@@ -215,3 +220,37 @@ def set_hook_options(cfg: Config, hook_type: Any, **options: Any) -> int:
             for key, value in options.items():
                 setattr(entry, key, value)
     return len(entries)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``tools/train.py`` and ``tools/test.py`` share:
+    ``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``."""
+    parser.add_argument('--work-dir', help='where to save logs, checkpoints '
+                        'and metrics (default: work_dirs/<config name>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings, e.g. key=value')
+    parser.add_argument('--launcher',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """``args.config`` with the shared options applied (launcher,
+    ``--cfg-options`` and the imports they add, the work dir); sets
+    ``LOCAL_RANK`` for the launcher."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+        if cfg.get('custom_imports'):  # imports added on the command line
+            import_modules_from_strings(**cfg.custom_imports)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
