@@ -29,12 +29,14 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
-from typing import Dict, List, NamedTuple, Tuple
+from typing import List, NamedTuple, Tuple
 
 import cv2
 import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+
+from m2f_deploy.formats import encode_rle, ids_to_rgb
 
 from ..utils.owned_folder import claim_folder, owns_folder, write_owned_file
 
@@ -176,52 +178,10 @@ def make_sample(rng: np.random.Generator,
     return sample.image, sample.label
 
 
-def _rle_string(counts: np.ndarray) -> str:
-    """COCO's compressed RLE string of run lengths (pycocotools'
-    ``rleToString``: each count, minus the one two back from the third on,
-    in 5-bit groups with a continuation bit, offset by 48)."""
-    out = []
-    cnts = counts.tolist()
-    for i, x in enumerate(cnts):
-        if i > 2:
-            x -= cnts[i - 2]
-        more = True
-        while more:
-            c = x & 0x1f
-            x >>= 5  # arithmetic shift, as in C for the negative deltas
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return ''.join(out)
-
-
-def mask_to_rle(mask: np.ndarray) -> Dict[str, object]:
-    """COCO RLE of a binary mask, as ``pycocotools.mask.encode`` gives it.
-
-    Args:
-        mask: (H, W) bool or 0/1 array.
-
-    Returns:
-        ``{'size': [H, W], 'counts': str}`` (runs in column-major order,
-        starting with a run of zeros).
-    """
-    flat = np.asarray(mask, bool).ravel(order='F')
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    counts = np.diff(bounds).astype(np.int64)
-    if flat.size and flat[0]:
-        counts = np.concatenate(([0], counts))
-    return {'size': [int(mask.shape[0]), int(mask.shape[1])],
-            'counts': _rle_string(counts)}
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """Segment ids (H, W) int -> RGB (H, W, 3) uint8, ``id = R + 256 G +
-    256^2 B`` (panopticapi's ``id2rgb``)."""
-    ids = np.asarray(ids, np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2 % 256],
-                    axis=-1).astype(np.uint8)
+# COCO's RLE and panoptic colours, written once for the product (the
+# runtime writes the same formats)
+mask_to_rle = encode_rle
+id2rgb = ids_to_rgb
 
 
 def _bbox_xywh(mask: np.ndarray) -> List[int]:
