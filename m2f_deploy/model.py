@@ -187,22 +187,22 @@ class Segmenter:
             providers = [p for p in ('CUDAExecutionProvider',
                                      'CPUExecutionProvider') if p in available]
         try:
-            self.session = ort.InferenceSession(self.path, options,
+            self.ort_session = ort.InferenceSession(self.path, options,
                                                 providers=list(providers))
         except Exception as exc:  # onnxruntime's own error classes
             raise ValueError(f'onnxruntime cannot load {self.path}: {exc}'
                              ) from exc
-        props = self.session.get_modelmeta().custom_metadata_map
+        props = self.ort_session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_metadata(props, self.path)
         if task is not None and task != self.info.task:
             raise ValueError(f'{self.path} is a model for task '
                              f'{self.info.task!r}, but task={task!r} was '
                              'asked for')
-        inputs = [i.name for i in self.session.get_inputs()]
+        inputs = [i.name for i in self.ort_session.get_inputs()]
         if inputs != ['image']:
             raise ValueError(f'{self.path} has inputs {inputs}; format '
                              f"{FORMAT_VERSION} has one, 'image'")
-        graph_outputs = [o.name for o in self.session.get_outputs()]
+        graph_outputs = [o.name for o in self.ort_session.get_outputs()]
         missing = [n for n in self.info.outputs if n not in graph_outputs]
         if missing:
             raise ValueError(
@@ -247,7 +247,7 @@ class Segmenter:
         bgr = image if channel_order == 'bgr' else image[..., ::-1]
         feed = bgr if self.info.channel_order == 'bgr' else bgr[..., ::-1]
         names = self.info.outputs
-        values = self.session.run(names, {'image': np.ascontiguousarray(feed)})
+        values = self.ort_session.run(names, {'image': np.ascontiguousarray(feed)})
         return self._result(dict(zip(names, values)),
                             np.ascontiguousarray(bgr))
 

@@ -84,10 +84,10 @@ def _model_case(name: str, config: str, task: str, size, checkpoint,
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         info = export_model(loaded, path)
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    onnx_model = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     image = _image(*size)
     with torch.no_grad():
-        t = _alternate(lambda: session.run(None, {'image': image}),
+        t = _alternate(lambda: onnx_model.run(None, {'image': image}),
                        lambda: torch_predict(loaded, image), repeats)
     os.remove(path)
     return dict(case=name, task=task, image=list(size),
@@ -150,13 +150,13 @@ def _postprocess_case(repeats: int, folder: str) -> Dict[str, object]:
         torch.onnx.export(_PanopticOnly(things), (cls, masks, sizes), path,
                           input_names=['cls', 'masks', 'sizes'],
                           opset_version=17, dynamo=False)
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    onnx_model = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     feed = dict(cls=cls.numpy(), masks=masks.numpy(), sizes=sizes.numpy())
     with torch.no_grad():
-        a = _alternate(mmdet_path, lambda: session.run(None, feed), repeats)
+        a = _alternate(mmdet_path, lambda: onnx_model.run(None, feed), repeats)
         b = _alternate(lambda: ours.predict(cls[None], masks[None], [sample],
                                             rescale=True),
-                       lambda: session.run(None, feed), repeats)
+                       lambda: onnx_model.run(None, feed), repeats)
     return dict(case='panoptic post-processing, 100 queries, 800x1067',
                 mmdet_fusion_head_s=a['first'], ours_eager_s=b['first'],
                 ours_onnxruntime_s=statistics.median([a['second'],

@@ -45,8 +45,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _sessions(paths: List[str], family: str) -> Dict[str, object]:
-    """task -> (session, output names, channel order, class count), one
+def _onnx_models(paths: List[str], family: str) -> Dict[str, object]:
+    """task -> (onnx_model, output names, channel order, class count), one
     per file."""
     import onnxruntime as ort
 
@@ -64,9 +64,9 @@ def _sessions(paths: List[str], family: str) -> Dict[str, object]:
                              'this config')
         if task in found:
             raise ValueError(f'two {task} files given: {paths}')
-        session = ort.InferenceSession(path,
+        onnx_model = ort.InferenceSession(path,
                                        providers=['CPUExecutionProvider'])
-        found[task] = (session, [o.name for o in session.get_outputs()],
+        found[task] = (onnx_model, [o.name for o in onnx_model.get_outputs()],
                        meta.get('m2f_channel_order', 'bgr'),
                        len(json.loads(meta.get('m2f_classes', '[]'))))
     return found
@@ -116,15 +116,15 @@ def deploy_test(config: str, checkpoint: str, onnx_files: List[str],
     from m2f_plugin.export.exporter import load_model
     cfg = Config.fromfile(config)
     family = 'mmseg' if 'decode_head' in cfg.model else 'mmdet'
-    sessions = _sessions(onnx_files, family)
-    tasks = list(sessions)
+    onnx_models = _onnx_models(onnx_files, family)
+    tasks = list(onnx_models)
     if family == 'mmdet':
         for task in tasks:
             cfg.model.test_cfg[f'{task}_on'] = True
     loaded = load_model(cfg, checkpoint, tasks[0])
     head = (loaded.model.decode_head if family == 'mmseg' else
             loaded.model.panoptic_head)
-    for task, (*_, num_classes) in sessions.items():
+    for task, (*_, num_classes) in onnx_models.items():
         if num_classes != head.num_classes:
             raise ValueError(
                 f'the {task} file predicts {num_classes} classes but this '
@@ -155,10 +155,10 @@ def deploy_test(config: str, checkpoint: str, onnx_files: List[str],
         evaluators['torch'].process(outputs, batch)
         for sample in samples:
             image = cv2.imread(sample.img_path, cv2.IMREAD_COLOR)
-            for task, (session, names, order, _) in sessions.items():
+            for task, (onnx_model, names, order, _) in onnx_models.items():
                 feed = image[..., ::-1].copy() if order == 'rgb' else image
                 start = time.perf_counter()
-                out = dict(zip(names, session.run(None, {'image': feed})))
+                out = dict(zip(names, onnx_model.run(None, {'image': feed})))
                 seconds['onnx'] += time.perf_counter() - start
                 _as_predictions(task, out, sample)
         evaluators['onnx'].process(samples, batch)

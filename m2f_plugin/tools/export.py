@@ -49,8 +49,8 @@ def _check(path: str, loaded, images: List[str]) -> bool:
     import onnxruntime as ort
 
     from m2f_plugin.export.check import compare, torch_predict
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
-    names = [o.name for o in session.get_outputs()]
+    onnx_model = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    names = [o.name for o in onnx_model.get_outputs()]
     head = (loaded.model.decode_head if loaded.task == 'semantic'
             else loaded.model.panoptic_head)
     ok = True
@@ -58,7 +58,7 @@ def _check(path: str, loaded, images: List[str]) -> bool:
         image = cv2.imread(file, cv2.IMREAD_COLOR)
         if image is None:
             raise FileNotFoundError(f'--check: cannot read image {file}')
-        ours = dict(zip(names, session.run(None, {'image': image})))
+        ours = dict(zip(names, onnx_model.run(None, {'image': image})))
         result = compare(loaded.task, ours, torch_predict(loaded, image),
                          head.num_classes)
         ok &= result['ok']
